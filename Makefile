@@ -1,0 +1,129 @@
+# graft: build, test and install.
+#
+#   make            build everything into build/ (installs missing Debian packages first)
+#   make test       the busted specs (which also run the C host program and the CLI)
+#   make demo       the main job
+#   make asan       build and run the specs under AddressSanitizer + UBSan
+#   make bench      the benchmarks against PyTorch (see scripts/bench/)
+#   make install PREFIX=/usr/local
+
+PREFIX ?= /usr/local
+BUILD ?= build
+CC ?= gcc
+
+# Debian packages the build and the tests need; `deps` installs the missing ones.
+DEB_PACKAGES = lua5.4 liblua5.4-dev lua-busted libopenblas-dev libopenblas0-openmp \
+               libreadline-dev zlib1g-dev pkg-config
+OPENBLAS_DIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
+
+LUA_CFLAGS = -I/usr/include/lua5.4
+LUA_LIBS = -llua5.4
+BLAS_LIBS = -L$(OPENBLAS_DIR) -l:libopenblas.so.0 -Wl,-rpath,$(OPENBLAS_DIR)
+
+OPT ?= -O2 -march=native
+WARN = -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS_ALL = -std=gnu11 $(OPT) -g -fPIC -fopenmp $(WARN) -Icore -Ilua $(LUA_CFLAGS) $(EXTRA_CFLAGS)
+LDLIBS_CORE = $(BLAS_LIBS) -fopenmp -lm -lpthread
+READLINE_LIBS = -lreadline
+
+CORE_SRC := $(sort $(wildcard core/*/*.c))
+BIND_SRC := $(sort $(wildcard lua/bind/*.c)) lua/embed.c
+EXE_SRC := $(sort $(filter-out lua/embed.c,$(wildcard lua/*.c)))
+LUA_LIB := $(sort $(shell find lua/graft -name '*.lua' 2>/dev/null))
+HOST_SRC := $(sort $(wildcard spec/host/*.c))
+
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
+BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/lua_embed.o
+EXE_OBJ := $(EXE_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ := $(CORE_OBJ) $(BIND_OBJ)
+
+VERSION := $(shell sed -n 's/^#define GRAFT_VERSION "\(.*\)"/\1/p' lua/graft.h 2>/dev/null)
+
+.PHONY: all deps test demo asan bench install clean fuzz
+all: $(BUILD)/.deps $(BUILD)/libgraft.a $(BUILD)/libgraft.so $(BUILD)/graft.so $(BUILD)/graft \
+     $(BUILD)/graft.pc $(BUILD)/host_example
+
+# Install what is missing, saying what. Runs once per build folder.
+deps: $(BUILD)/.deps
+$(BUILD)/.deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing Debian packages:$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null \
+	    || { echo "deps: apt-get install failed"; exit 1; }; \
+	fi
+	@mkdir -p $(BUILD) && touch $@
+
+$(BUILD)/obj/%.o: %.c | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+# The pure-Lua library is compiled into the binaries (package.preload), so the
+# executable, libgraft and the Lua module never look for it on disk.
+$(BUILD)/gen/lua_embed.c: $(LUA_LIB) lua/tools/embed.lua | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	lua5.4 lua/tools/embed.lua $@ $(LUA_LIB)
+$(BUILD)/obj/gen/lua_embed.o: $(BUILD)/gen/lua_embed.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/libgraft.a: $(LIB_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libgraft.so: $(LIB_OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS_CORE) $(LUA_LIBS)
+
+# The module for stock lua5.4: the interpreter provides the Lua symbols.
+$(BUILD)/graft.so: $(LIB_OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS_CORE)
+
+$(BUILD)/graft: $(EXE_OBJ) $(BUILD)/libgraft.a
+	$(CC) -o $@ $(EXE_OBJ) $(BUILD)/libgraft.a $(LDLIBS_CORE) $(LUA_LIBS) $(READLINE_LIBS) -ldl -Wl,-E
+
+$(BUILD)/host_example: $(HOST_SRC) $(BUILD)/libgraft.a lua/graft.h
+	$(CC) $(CFLAGS_ALL) -o $@ $(HOST_SRC) $(BUILD)/libgraft.a $(LDLIBS_CORE) $(LUA_LIBS) -ldl
+
+$(BUILD)/graft.pc: Makefile
+	@mkdir -p $(BUILD)
+	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: graft\nDescription: fine-tuning runtime (C core, Lua 5.4 scripting)\nVersion: %s\nRequires.private: lua5.4\nLibs: -L$${libdir} -lgraft\nLibs.private: %s\nCflags: -I$${includedir}\n' \
+	  '$(PREFIX)' '$(VERSION)' '$(BLAS_LIBS) -fopenmp -lm -lpthread' > $@
+
+test: all
+	busted --lpath='lua/?.lua' --cpath='$(BUILD)/?.so' spec
+
+demo: all
+	$(BUILD)/graft scripts/demo.lua
+
+# Sanitizers: a separate build folder; the Lua module is preloaded through the
+# executable, so the specs run inside build-asan/graft.
+asan:
+	$(MAKE) BUILD=build-asan OPT='-O1 -fno-omit-frame-pointer' \
+	  EXTRA_CFLAGS='-fsanitize=address,undefined -fno-sanitize-recover=undefined' \
+	  LDFLAGS_EXTRA='-fsanitize=address,undefined' all-asan
+	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=spec/helpers/lsan.supp \
+	  build-asan/graft spec/helpers/run_busted.lua spec
+
+all-asan: $(BUILD)/.deps
+	$(MAKE) BUILD=$(BUILD) OPT='$(OPT)' EXTRA_CFLAGS='$(EXTRA_CFLAGS) -fsanitize=address,undefined' \
+	  LDLIBS_CORE='$(LDLIBS_CORE) -fsanitize=address,undefined' $(BUILD)/graft
+
+bench: all
+	bash scripts/bench/run.sh
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include \
+	  $(DESTDIR)$(PREFIX)/lib/pkgconfig $(DESTDIR)$(PREFIX)/lib/lua/5.4 $(DESTDIR)$(PREFIX)/share/lua/5.4/graft
+	install -m 755 $(BUILD)/graft $(DESTDIR)$(PREFIX)/bin/graft
+	install -m 644 $(BUILD)/libgraft.a $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/libgraft.so $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(BUILD)/graft.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/graft.so
+	install -m 644 lua/graft.h $(DESTDIR)$(PREFIX)/include/graft.h
+	install -m 644 $(BUILD)/graft.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/graft.pc
+	cp -r lua/graft/. $(DESTDIR)$(PREFIX)/share/lua/5.4/graft/
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

@@ -1,0 +1,35 @@
+/* graft core: the CPU caching allocator.
+ *
+ * Small blocks come from malloc. Blocks of GRAFT_ALLOC_CACHE_MIN bytes or more are
+ * rounded up to a size bin (four bins per power of two) and, when freed, kept on the
+ * bin's free list for reuse, so a fresh output of a large op lands on pages that are
+ * already faulted in. Blocks of 2 MiB or more are 2 MiB aligned and advised for huge
+ * pages. The cache is capped (graft_alloc_set_cache_limit) and can be emptied.
+ */
+#ifndef GRAFT_ALLOC_H
+#define GRAFT_ALLOC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define GRAFT_ALLOC_CACHE_MIN (64 * 1024)
+
+/* 64-byte aligned block of at least n bytes (n may be 0); NULL when out of memory. */
+void *graft_alloc(size_t n, size_t *actual);
+/* Returns a block from graft_alloc; `actual` is the size it reported. */
+void graft_free(void *p, size_t actual);
+
+typedef struct {
+    size_t allocated;  /* bytes handed out and not yet freed (large blocks only) */
+    size_t cached;     /* bytes held on the free lists */
+    size_t peak;       /* the largest `allocated` seen */
+    uint64_t hits, misses;
+} graft_alloc_stats;
+
+void graft_alloc_get_stats(graft_alloc_stats *out);
+/* Frees every cached block back to the system. */
+void graft_alloc_empty_cache(void);
+/* Largest number of bytes kept cached (default 2 GiB). */
+void graft_alloc_set_cache_limit(size_t bytes);
+
+#endif

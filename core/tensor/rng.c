@@ -1,0 +1,137 @@
+/* graft core: Philox4x32-10 and the fills built on it (see rng.h). Fills generate in
+ * element order over a contiguous scratch buffer and then copy into t, so the values
+ * do not depend on t's strides or on the thread count. */
+#include "rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static graft_rng_state rng_global = {67280421310721ull, 0};
+
+void graft_rng_manual_seed(uint64_t seed) { rng_global.seed = seed; rng_global.offset = 0; }
+uint64_t graft_rng_initial_seed(void) { return rng_global.seed; }
+void graft_rng_get_state(graft_rng_state *out) { *out = rng_global; }
+void graft_rng_set_state(const graft_rng_state *st) { rng_global = *st; }
+
+uint64_t graft_rng_reserve(uint64_t nblocks) {
+    uint64_t c = rng_global.offset;
+    rng_global.offset += nblocks;
+    return c;
+}
+
+/* Ten rounds of the Philox 4x32 bijection keyed by the seed. */
+void graft_philox(uint64_t seed, uint64_t counter, uint32_t out[4]) {
+    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
+    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+    for (int r = 0; r < 10; r++) {
+        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
+        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n1 = (uint32_t)p1;
+        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1, n3 = (uint32_t)p0;
+        c0 = n0; c1 = n1; c2 = n2; c3 = n3;
+        k0 += 0x9E3779B9u;
+        k1 += 0xBB67AE85u;
+    }
+    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+uint64_t graft_rng_next_u64(void) {
+    uint32_t w[4];
+    graft_philox(rng_global.seed, graft_rng_reserve(1), w);
+    return ((uint64_t)w[0] << 32) | w[1];
+}
+
+/* Writes n words of the stream starting at block `base` into words[]. */
+static void rng_words(uint64_t seed, uint64_t base, uint32_t *words, int64_t n) {
+    #pragma omp parallel for if (n > 65536) schedule(static)
+    for (int64_t b = 0; b < (n + 3) / 4; b++) {
+        uint32_t w[4];
+        graft_philox(seed, base + (uint64_t)b, w);
+        for (int k = 0; k < 4 && b * 4 + k < n; k++) words[b * 4 + k] = w[k];
+    }
+}
+
+static graft_status rng_fill(graft_tensor *t, int kind, double a, double b, int64_t ia, int64_t ib) {
+    int64_t n = graft_tensor_numel(t);
+    if (n == 0) return GRAFT_OK;
+    bool f64 = t->dtype == GRAFT_F64;
+    /* words per element: uniform f32 1, f64 2; normal f32 2 (Box-Muller pairs use 2 each
+     * but yield 2 values), keep it simple: 2 words per element for normals and ints. */
+    int64_t wpe = (kind == 0 && !f64) ? 1 : 2;
+    if (kind == 1 && f64) wpe = 4;
+    uint32_t *words = malloc(sizeof(uint32_t) * (size_t)(n * wpe + 4));
+    graft_tensor *tmp = NULL;
+    if (!words) return graft_error(GRAFT_ENOMEM, "random: out of memory");
+    graft_dtype work = (kind == 2) ? GRAFT_I64 : (f64 ? GRAFT_F64 : GRAFT_F32);
+    graft_status st = graft_tensor_empty(&tmp, t->ndim, t->shape, work, graft_cpu);
+    if (st) { free(words); return st; }
+    uint64_t nblocks = (uint64_t)(n * wpe + 3) / 4;
+    rng_words(rng_global.seed, graft_rng_reserve(nblocks), words, n * wpe);
+    void *out = tmp->storage->data;
+    for (int64_t i = 0; i < n; i++) {
+        const uint32_t *w = words + i * wpe;
+        if (kind == 0) {
+            if (f64) {
+                uint64_t bits = (((uint64_t)w[0] << 32) | w[1]) >> 11;
+                ((double *)out)[i] = a + (b - a) * ((double)bits * 0x1.0p-53);
+            } else {
+                float u = (float)(w[0] >> 8) * 0x1.0p-24f;
+                ((float *)out)[i] = (float)(a + (b - a) * u);
+            }
+        } else if (kind == 1) {
+            double u1, u2;
+            if (f64) {
+                u1 = (double)((((uint64_t)w[0] << 32) | w[1]) >> 11) * 0x1.0p-53;
+                u2 = (double)((((uint64_t)w[2] << 32) | w[3]) >> 11) * 0x1.0p-53;
+            } else {
+                u1 = (double)(w[0] >> 8) * 0x1.0p-24;
+                u2 = (double)(w[1] >> 8) * 0x1.0p-24;
+            }
+            double z = sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
+            if (f64) ((double *)out)[i] = a + b * z;
+            else ((float *)out)[i] = (float)(a + b * z);
+        } else {
+            uint64_t r = ((uint64_t)w[0] << 32) | w[1];
+            uint64_t range = (uint64_t)(ib - ia);
+            ((int64_t *)out)[i] = ia + (int64_t)(r % range);
+        }
+    }
+    free(words);
+    st = graft_tensor_copy_(t, tmp);
+    graft_tensor_release(tmp);
+    return st;
+}
+
+graft_status graft_rng_uniform_(graft_tensor *t, double low, double high) {
+    if (!graft_dtype_is_float(t->dtype))
+        return graft_error(GRAFT_ETYPE, "uniform_: expected a floating dtype, got %s", graft_dtype_name(t->dtype));
+    if (!(low <= high)) return graft_error(GRAFT_EINVAL, "uniform_: expected from <= to, got %g > %g", low, high);
+    return rng_fill(t, 0, low, high, 0, 0);
+}
+
+graft_status graft_rng_normal_(graft_tensor *t, double mean, double std) {
+    if (!graft_dtype_is_float(t->dtype))
+        return graft_error(GRAFT_ETYPE, "normal_: expected a floating dtype, got %s", graft_dtype_name(t->dtype));
+    if (!(std >= 0)) return graft_error(GRAFT_EINVAL, "normal_: expected std >= 0, got %g", std);
+    return rng_fill(t, 1, mean, std, 0, 0);
+}
+
+graft_status graft_rng_randint_(graft_tensor *t, int64_t low, int64_t high) {
+    if (!(low < high))
+        return graft_error(GRAFT_EINVAL, "randint: expected low < high, got low=%lld, high=%lld",
+                           (long long)low, (long long)high);
+    return rng_fill(t, 2, 0, 0, low, high);
+}
+
+graft_status graft_rng_randperm_(graft_tensor *t) {
+    if (t->dtype != GRAFT_I64 || t->ndim != 1 || !graft_tensor_is_contiguous(t))
+        return graft_error(GRAFT_EINTERNAL, "randperm: expects a contiguous 1-d int64 tensor");
+    int64_t n = t->shape[0], *p = graft_tensor_data(t);
+    for (int64_t i = 0; i < n; i++) p[i] = i;
+    for (int64_t i = n - 1; i > 0; i--) {
+        int64_t j = (int64_t)(graft_rng_next_u64() % (uint64_t)(i + 1));
+        int64_t x = p[i]; p[i] = p[j]; p[j] = x;
+    }
+    graft_tensor_bump(t);
+    return GRAFT_OK;
+}
