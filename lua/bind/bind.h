@@ -70,6 +70,7 @@ void lg_register_meta(lua_State *L, const luaL_Reg *regs);
 void graft_bind_tensor(lua_State *L);
 void graft_bind_elementwise(lua_State *L);
 void graft_bind_reduce(lua_State *L);
+void graft_bind_view(lua_State *L);
 void graft_bind_shape(lua_State *L);
 void graft_bind_linalg(lua_State *L);
 

@@ -24,6 +24,8 @@ int luaopen_graft(lua_State *L) {
     int module = lua_gettop(L);
     graft_bind_tensor(L);
     lua_settop(L, module);
+    graft_bind_view(L);
+    lua_settop(L, module);
     graft_bind_elementwise(L);
     lua_settop(L, module);
     graft_bind_reduce(L);
