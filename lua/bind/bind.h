@@ -33,6 +33,9 @@ graft_tensor **lg_shell(lua_State *L);
 /* Pushes a userdata holding t, taking over the caller's reference. On failure to
  * allocate the userdata the reference is released first (so nothing leaks). */
 void lg_push(lua_State *L, graft_tensor *t);
+/* Raises a formatted Lua error with the C library's printf (lld, zu, g...), which
+ * luaL_error's lua_pushfstring does not understand. Never returns. */
+int lg_errorf(lua_State *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Raises graft_last_error() as a Lua error. Never returns. */
 int lg_raise(lua_State *L);
 

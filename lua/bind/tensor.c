@@ -3,8 +3,11 @@
 #include "bind.h"
 
 #include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "tensor/alloc.h"
 #include "tensor/iter.h"
@@ -45,6 +48,16 @@ void lg_push(lua_State *L, graft_tensor *t) {
     luaL_setmetatable(L, LG_TENSOR_MT);
 }
 
+int lg_errorf(lua_State *L, const char *fmt, ...) {
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    lua_pushstring(L, buf);
+    return lua_error(L);
+}
+
 int lg_raise(lua_State *L) {
     lua_pushstring(L, graft_last_error());
     return lua_error(L);
@@ -64,7 +77,7 @@ int lg_check_dim(lua_State *L, int idx, int ndim, const char *op) {
 
 int64_t lg_index(lua_State *L, lua_Integer i, int64_t size, const char *op) {
     if (i == 0 || i > size || i < -size)
-        return luaL_error(L, "%s: index %lld is out of range for a dim of size %lld", op, (long long)i,
+        return lg_errorf(L, "%s: index %lld is out of range for a dim of size %lld", op, (long long)i,
                           (long long)size);
     return i > 0 ? i - 1 : i + size;
 }
@@ -86,7 +99,7 @@ int lg_check_shape(lua_State *L, int first, int *ndim, int64_t *shape, const cha
             lua_Integer v = lua_tointegerx(L, -1, &isnum);
             lua_pop(L, 1);
             if (!isnum) return luaL_error(L, "%s: shape entry %d is not an integer", op, (int)i);
-            if (v < 0) return luaL_error(L, "%s: negative dimension %lld in shape", op, (long long)v);
+            if (v < 0) return lg_errorf(L, "%s: negative dimension %lld in shape", op, (long long)v);
             shape[n++] = v;
         }
         *ndim = n;
@@ -98,7 +111,7 @@ int lg_check_shape(lua_State *L, int first, int *ndim, int64_t *shape, const cha
         int isnum;
         lua_Integer v = lua_tointegerx(L, i, &isnum);
         if (!isnum) return luaL_error(L, "%s: size %s is not an integer", op, lua_tostring(L, i));
-        if (v < 0) return luaL_error(L, "%s: negative dimension %lld in shape", op, (long long)v);
+        if (v < 0) return lg_errorf(L, "%s: negative dimension %lld in shape", op, (long long)v);
         shape[n++] = v;
         i++;
     }
@@ -472,7 +485,7 @@ static int t_item(lua_State *L) {
     graft_tensor *t = lg_check(L, 1);
     int64_t n = graft_tensor_numel(t);
     if (n != 1)
-        return luaL_error(L, "item: a tensor with %lld elements cannot be converted to a number", (long long)n);
+        return lg_errorf(L, "item: a tensor with %lld elements cannot be converted to a number", (long long)n);
     push_elem(L, graft_tensor_data(t), t->dtype);
     return 1;
 }
@@ -642,7 +655,7 @@ static int l_randint(lua_State *L) {
 
 static int l_randperm(lua_State *L) {
     lua_Integer n = luaL_checkinteger(L, 1);
-    if (n < 0) return luaL_error(L, "randperm: n must be non-negative, got %lld", (long long)n);
+    if (n < 0) return lg_errorf(L, "randperm: n must be non-negative, got %lld", (long long)n);
     int opts = lg_opts_index(L, 2);
     graft_dtype d = (graft_dtype)lg_opt_dtype(L, opts, GRAFT_I64);
     int64_t shape[1] = {n};
@@ -702,11 +715,20 @@ static int l_linspace(lua_State *L) {
     if (graft_tensor_empty(out, 1, &n, d, graft_cpu)) return lg_raise(L);
     char *p = graft_tensor_data(*out);
     size_t esz = graft_dtype_size(d);
-    double step = n > 1 ? (end - start) / (double)(n - 1) : 0;
     int64_t half = n / 2;
-    for (int64_t i = 0; i < n; i++) {
-        double v = i < half ? start + step * (double)i : end - step * (double)(n - 1 - i);
-        graft_store_f64(p + (size_t)i * esz, d, v);
+    if (d == GRAFT_F64 || !graft_dtype_is_float(d)) {
+        double step = n > 1 ? (end - start) / (double)(n - 1) : 0;
+        for (int64_t i = 0; i < n; i++) {
+            double v = i < half ? start + step * (double)i : end - step * (double)(n - 1 - i);
+            graft_store_f64(p + (size_t)i * esz, d, v);
+        }
+    } else { /* float32 arithmetic for float32 and narrower, as PyTorch */
+        float fs = (float)start, fe = (float)end;
+        float step = n > 1 ? (fe - fs) / (float)(n - 1) : 0;
+        for (int64_t i = 0; i < n; i++) {
+            float v = i < half ? fs + step * (float)i : fe - step * (float)(n - 1 - i);
+            graft_store_f64(p + (size_t)i * esz, d, v);
+        }
     }
     return 1;
 }
@@ -739,7 +761,7 @@ static void nest_scan(lua_State *L, int idx, int depth, nest_info *ni) {
             ni->shape[depth] = len;
             ni->ndim = depth + 1;
         } else if (depth > ni->ndim || ni->shape[depth] != len) {
-            luaL_error(L, "tensor: ragged nested tables (length %lld at depth %d, expected %lld)", (long long)len,
+            lg_errorf(L, "tensor: ragged nested tables (length %lld at depth %d, expected %lld)", (long long)len,
                        depth + 1, (long long)(depth < ni->ndim ? ni->shape[depth] : 0));
         }
         luaL_checkstack(L, 2, "tensor: nesting");
@@ -822,7 +844,7 @@ static int l_frombuffer(lua_State *L) {
     graft_dtype d = (graft_dtype)lg_opt_dtype(L, opts, GRAFT_F32);
     size_t esz = graft_dtype_size(d);
     if (len % esz)
-        return luaL_error(L, "frombuffer: %zu bytes is not a multiple of the %s element size %zu", len,
+        return lg_errorf(L, "frombuffer: %zu bytes is not a multiple of the %s element size %zu", len,
                           graft_dtype_name(d), esz);
     int64_t n = (int64_t)(len / esz);
     graft_tensor **out = lg_shell(L);
@@ -872,7 +894,7 @@ static int l_set_rng_state(lua_State *L) {
 
 static int l_set_num_threads(lua_State *L) {
     lua_Integer n = luaL_checkinteger(L, 1);
-    if (n < 1) return luaL_error(L, "set_num_threads: expected a positive count, got %lld", (long long)n);
+    if (n < 1) return lg_errorf(L, "set_num_threads: expected a positive count, got %lld", (long long)n);
     graft_set_num_threads((int)n);
     return 0;
 }
@@ -891,6 +913,15 @@ static int l_memory_stats(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)s.misses); lua_setfield(L, -2, "misses");
     return 1;
 }
+/* graft.clock(): seconds on the monotonic wall clock (os.clock is CPU time, which
+ * counts every thread of a parallel op). */
+static int l_clock(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+    return 1;
+}
+
 static int l_empty_cache(lua_State *L) { (void)L; graft_alloc_empty_cache(); return 0; }
 
 static int l_dtype_info(lua_State *L) {
@@ -931,7 +962,7 @@ static const luaL_Reg module_functions[] = {
     {"set_rng_state", l_set_rng_state}, {"set_num_threads", l_set_num_threads},
     {"get_num_threads", l_get_num_threads}, {"is_tensor", l_is_tensor},
     {"_live_tensors", l_live_tensors}, {"memory_stats", l_memory_stats},
-    {"empty_cache", l_empty_cache}, {"dtype_info", l_dtype_info}, {"promote_types", l_promote_types},
+    {"empty_cache", l_empty_cache}, {"clock", l_clock}, {"dtype_info", l_dtype_info}, {"promote_types", l_promote_types},
     {NULL, NULL}};
 
 /* Creates the metatable, the method and property tables, and the module's creation

@@ -168,7 +168,7 @@ static int v_slice(lua_State *L) {
     if (first < 0) first += size + 1;
     if (last < 0) last += size + 1;
     if (first < 1 || first > size + 1 || last > size || last < 0)
-        return luaL_error(L, "slice: range %lld..%lld is out of bounds for a dim of size %lld", (long long)first,
+        return lg_errorf(L, "slice: range %lld..%lld is out of bounds for a dim of size %lld", (long long)first,
                           (long long)last, (long long)size);
     graft_tensor **out = lg_shell(L);
     if (graft_slice(out, t, dim, first - 1, last, step)) return lg_raise(L);

@@ -100,7 +100,7 @@ local function format_rec(t, fmt, width, indent, summarize)
     local function add(i) items[#items + 1] = pad(fmt(list[i]), width) end
     if summarize and size > 2 * EDGE then
       for i = 1, EDGE do add(i) end
-      items[#items + 1] = "..."
+      items[#items + 1] = " ..."
       for i = size - EDGE + 1, size do add(i) end
     else
       for i = 1, size do add(i) end
@@ -127,8 +127,10 @@ local function format_rec(t, fmt, width, indent, summarize)
   return "[" .. table.concat(parts, sep) .. "]"
 end
 
+-- PyTorch prints the size of an empty tensor as a tuple: size=(0, 3), size=(0,).
 local function shape_str(t)
-  return "[" .. table.concat(t:shape(), ", ") .. "]"
+  local s = t:shape()
+  return "(" .. table.concat(s, ", ") .. (#s == 1 and ",)" or ")")
 end
 
 function M.tensor_tostring(t)
@@ -145,7 +147,6 @@ function M.tensor_tostring(t)
     local values = shown_values(t, summarize, {})
     local fmt, width = make_formatter(values, floating, dtype == "bool")
     body = format_rec(t, fmt, width, #prefix, summarize)
-    if summarize then suffixes[#suffixes + 1] = "size=" .. shape_str(t) end
   end
   if t:device() ~= "cpu" then suffixes[#suffixes + 1] = "device='" .. t:device() .. "'" end
   if dtype ~= "float32" and dtype ~= "int64" and dtype ~= "bool" then
