@@ -17,6 +17,9 @@ static pthread_mutex_t alloc_lock = PTHREAD_MUTEX_INITIALIZER;
 static block *bins[NBINS];
 static graft_alloc_stats stats;
 static size_t cache_limit = (size_t)2 << 30;
+static _Atomic size_t live_bytes;
+
+size_t graft_alloc_live_bytes(void) { return live_bytes; }
 
 /* Bin index and rounded size: four bins per power of two (sizes within 25%). */
 static int alloc_bin(size_t n, size_t *rounded) {
@@ -45,7 +48,9 @@ void *graft_alloc(size_t n, size_t *actual) {
         if (r == 0) r = 64;
         *actual = r;
         void *p = NULL;
-        return posix_memalign(&p, 64, r) == 0 ? p : NULL;
+        if (posix_memalign(&p, 64, r) != 0) return NULL;
+        live_bytes += r;
+        return p;
     }
     size_t r;
     int b = alloc_bin(n, &r);
@@ -77,11 +82,13 @@ void *graft_alloc(size_t n, size_t *actual) {
         }
     }
     *actual = r;
+    live_bytes += r;
     return blk;
 }
 
 void graft_free(void *p, size_t actual) {
     if (!p) return;
+    live_bytes -= actual;
     if (actual < GRAFT_ALLOC_CACHE_MIN) { free(p); return; }
     size_t r;
     int b = alloc_bin(actual, &r);

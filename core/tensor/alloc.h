@@ -27,6 +27,8 @@ typedef struct {
 } graft_alloc_stats;
 
 void graft_alloc_get_stats(graft_alloc_stats *out);
+/* Bytes of every live block, small ones included (lock-free read, for GC pressure). */
+size_t graft_alloc_live_bytes(void);
 /* Frees every cached block back to the system. */
 void graft_alloc_empty_cache(void);
 /* Largest number of bytes kept cached (default 2 GiB). */

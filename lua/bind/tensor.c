@@ -8,6 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tensor/alloc.h"
 #include "tensor/iter.h"
@@ -32,7 +37,21 @@ graft_tensor *lg_check(lua_State *L, int idx) {
     return *p;
 }
 
+/* Lua sees a tensor as a small userdata, so its collector does not feel the bytes
+ * behind it. When live tensor bytes double since the last full collection (and exceed
+ * 64 MiB), collect now: dead intermediates of a training loop are freed promptly. */
+static size_t gc_threshold = (size_t)64 << 20;
+
+static void lg_gc_pressure(lua_State *L) {
+    size_t live = graft_alloc_live_bytes();
+    if (live <= gc_threshold) return;
+    lua_gc(L, LUA_GCCOLLECT);
+    live = graft_alloc_live_bytes();
+    gc_threshold = live * 2 > ((size_t)64 << 20) ? live * 2 : ((size_t)64 << 20);
+}
+
 graft_tensor **lg_shell(lua_State *L) {
+    lg_gc_pressure(L);
     graft_tensor **p = lua_newuserdatauv(L, sizeof(graft_tensor *), 0);
     *p = NULL;
     luaL_setmetatable(L, LG_TENSOR_MT);
@@ -43,6 +62,7 @@ graft_tensor **lg_shell(lua_State *L) {
  * reference is not lost. Allocation failure here is rare, so a direct path is used and
  * the reference released in the __gc of a pre-made shell instead. */
 void lg_push(lua_State *L, graft_tensor *t) {
+    lg_gc_pressure(L);
     graft_tensor **p = lua_newuserdatauv(L, sizeof(graft_tensor *), 0);
     *p = t;
     luaL_setmetatable(L, LG_TENSOR_MT);
@@ -853,6 +873,74 @@ static int l_frombuffer(lua_State *L) {
     return 1;
 }
 
+static void unmap_release(void *ctx, void *data, size_t nbytes) {
+    (void)ctx;
+    munmap(data, nbytes);
+}
+
+/* graft.from_file(path, {dtype = ..., offset = bytes, count = n, shape = {...}}): the
+ * file's bytes mapped as a tensor (private copy-on-write: writing to the tensor never
+ * changes the file). Pages are read only when touched. */
+static int l_from_file(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    int opts = lg_opts_index(L, 2);
+    graft_dtype d = (graft_dtype)lg_opt_dtype(L, opts, GRAFT_F32);
+    lua_Integer offset = lg_opt_integer(L, opts, "offset", 0);
+    lua_Integer count = lg_opt_integer(L, opts, "count", -1);
+    size_t esz = graft_dtype_size(d);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lg_errorf(L, "from_file: cannot open \"%s\": %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0) {
+        close(fd);
+        return lg_errorf(L, "from_file: cannot stat \"%s\": %s", path, strerror(errno));
+    }
+    size_t fsize = (size_t)sb.st_size;
+    if (offset < 0 || (size_t)offset > fsize) {
+        close(fd);
+        return lg_errorf(L, "from_file: offset %lld is beyond the end of \"%s\" (%zu bytes)", (long long)offset, path, fsize);
+    }
+    size_t avail = (fsize - (size_t)offset) / esz;
+    if (count < 0) count = (lua_Integer)avail;
+    if ((size_t)count > avail) {
+        close(fd);
+        return lg_errorf(L, "from_file: \"%s\" holds %zu %s elements after offset %lld, asked for %lld", path, avail,
+                         graft_dtype_name(d), (long long)offset, (long long)count);
+    }
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t map_off = (size_t)offset / page * page, lead = (size_t)offset - map_off;
+    size_t map_len = lead + (size_t)count * esz;
+    void *base = NULL;
+    if (map_len > 0) {
+        base = mmap(NULL, map_len, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, (off_t)map_off);
+        if (base == MAP_FAILED) {
+            close(fd);
+            return lg_errorf(L, "from_file: cannot map \"%s\": %s", path, strerror(errno));
+        }
+    }
+    close(fd);
+    graft_tensor **out = lg_shell(L);
+    graft_storage *s;
+    if (graft_storage_wrap(&s, base, map_len, graft_cpu, GRAFT_STORAGE_MAPPED, map_len ? unmap_release : NULL, NULL)) {
+        if (map_len) munmap(base, map_len);
+        return lg_raise(L);
+    }
+    int64_t n = count;
+    if (lead % esz) {
+        /* unaligned element offset: copy (mapping cannot express it) */
+        graft_status st = graft_tensor_empty(out, 1, &n, d, graft_cpu);
+        if (!st) memcpy(graft_tensor_data(*out), (char *)base + lead, (size_t)count * esz);
+        graft_storage_release(s);
+        if (st) return lg_raise(L);
+    } else {
+        int64_t stride = 1;
+        graft_status st = graft_tensor_from_storage(out, s, d, 1, &n, &stride, (int64_t)(lead / esz));
+        graft_storage_release(s);
+        if (st) return lg_raise(L);
+    }
+    return 1;
+}
+
 /* t:tobytes(): the elements as a Lua string (contiguous order). */
 static int t_tobytes(lua_State *L) {
     graft_tensor *t = lg_check(L, 1);
@@ -957,7 +1045,7 @@ static const luaL_Reg module_functions[] = {
     {"full_like", l_full_like}, {"rand_like", l_rand_like}, {"randn_like", l_randn_like},
     {"randint_like", l_randint_like}, {"rand", l_rand}, {"randn", l_randn}, {"randint", l_randint},
     {"randperm", l_randperm}, {"arange", l_arange}, {"linspace", l_linspace}, {"eye", l_eye},
-    {"tensor", l_tensor}, {"frombuffer", l_frombuffer}, {"manual_seed", l_manual_seed},
+    {"tensor", l_tensor}, {"frombuffer", l_frombuffer}, {"from_file", l_from_file}, {"manual_seed", l_manual_seed},
     {"initial_seed", l_initial_seed}, {"get_rng_state", l_get_rng_state},
     {"set_rng_state", l_set_rng_state}, {"set_num_threads", l_set_num_threads},
     {"get_num_threads", l_get_num_threads}, {"is_tensor", l_is_tensor},
