@@ -263,7 +263,7 @@ static int t_index(lua_State *L) {
         if (!isint) return luaL_error(L, "select: index %s is not an integer", lua_tostring(L, 2));
         return t_select_first(L, t, i);
     }
-    if (kt == LUA_TTABLE) {
+    if (kt == LUA_TTABLE || lg_test(L, 2)) {
         lua_pushliteral(L, "index");
         if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNIL)
             return luaL_error(L, "indexing with a table is not available");
@@ -290,6 +290,18 @@ static int t_newindex(lua_State *L) {
         return luaL_error(L, "cannot set field '%s' of a tensor", lua_tostring(L, 2));
     }
     lg_check(L, 1);
+    /* t[{...}] = v and t[mask] = v: index_put_ writes through advanced indexing too */
+    if (kt == LUA_TTABLE || lg_test(L, 2)) {
+        lua_pushliteral(L, "index_put_");
+        if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) {
+            lua_pushvalue(L, 1);
+            lua_pushvalue(L, 2);
+            lua_pushvalue(L, 3);
+            lua_call(L, 3, 0);
+            return 0;
+        }
+        lua_pop(L, 1);
+    }
     /* view = t[key] through __index */
     lua_getmetatable(L, 1);
     lua_getfield(L, -1, "__index");
