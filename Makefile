@@ -91,7 +91,7 @@ $(BUILD)/graft.pc: Makefile
 	  '$(PREFIX)' '$(VERSION)' '$(BLAS_LIBS) -fopenmp -lm -lpthread' > $@
 
 test: all
-	GRAFT_BUILD=$(BUILD) lua5.4 /usr/bin/busted --cpath='$(BUILD)/?.so' spec
+	GRAFT_BIN=$(BUILD)/graft GRAFT_HOST_EXAMPLE=$(BUILD)/host_example lua5.4 /usr/bin/busted --cpath='$(BUILD)/?.so' spec
 
 demo: all
 	$(BUILD)/graft scripts/demo.lua
@@ -104,7 +104,7 @@ asan: $(BUILD)/.deps
 	  LDLIBS_CORE='$(LDLIBS_CORE) $(ASAN_FLAGS)' build-asan/graft.so build-asan/graft build-asan/host_example
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=spec/helpers/lsan.supp \
-	  GRAFT_BUILD=build-asan lua5.4 /usr/bin/busted --cpath='build-asan/?.so' spec
+	  GRAFT_BIN=build-asan/graft GRAFT_HOST_EXAMPLE=build-asan/host_example lua5.4 /usr/bin/busted --cpath='build-asan/?.so' spec
 
 bench: all
 	bash scripts/bench/run.sh
