@@ -77,7 +77,7 @@ $(BUILD)/libgraft.so: $(LIB_OBJ)
 
 # The module for stock lua5.4: the interpreter provides the Lua symbols.
 $(BUILD)/graft.so: $(LIB_OBJ)
-	$(CC) -shared -o $@ $^ $(LDLIBS_CORE)
+	$(CC) -shared -Wl,-z,nodelete -o $@ $^ $(LDLIBS_CORE)
 
 $(BUILD)/graft: $(EXE_OBJ) $(BUILD)/libgraft.a
 	$(CC) -o $@ $(EXE_OBJ) $(BUILD)/libgraft.a $(LDLIBS_CORE) $(LUA_LIBS) $(READLINE_LIBS) -ldl -Wl,-E
