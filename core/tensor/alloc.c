@@ -4,6 +4,7 @@
 #include "alloc.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -20,6 +21,9 @@ static size_t cache_limit = (size_t)2 << 30;
 static _Atomic size_t live_bytes;
 
 size_t graft_alloc_live_bytes(void) { return live_bytes; }
+void graft_alloc_account(int64_t delta) {
+    atomic_fetch_add_explicit(&live_bytes, (size_t)delta, memory_order_relaxed);
+}
 
 /* Bin index and rounded size: four bins per power of two (sizes within 25%). */
 static int alloc_bin(size_t n, size_t *rounded) {
@@ -113,6 +117,7 @@ void graft_alloc_get_stats(graft_alloc_stats *out) {
 
 void graft_alloc_empty_cache(void) {
     block *all[NBINS];
+    graft_tensor_pool_flush();
     pthread_mutex_lock(&alloc_lock);
     memcpy(all, bins, sizeof bins);
     memset(bins, 0, sizeof bins);

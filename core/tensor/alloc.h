@@ -29,6 +29,10 @@ typedef struct {
 void graft_alloc_get_stats(graft_alloc_stats *out);
 /* Bytes of every live block, small ones included (lock-free read, for GC pressure). */
 size_t graft_alloc_live_bytes(void);
+/* Adds delta to the live byte count (pools outside this allocator report here). */
+void graft_alloc_account(int64_t delta);
+/* Frees this thread's pooled tensor structs and small tensors (tensor.c). */
+void graft_tensor_pool_flush(void);
 /* Frees every cached block back to the system. */
 void graft_alloc_empty_cache(void);
 /* Largest number of bytes kept cached (default 2 GiB). */

@@ -16,11 +16,10 @@
 #define STORAGE_HEADER 64
 _Static_assert(sizeof(graft_storage) <= STORAGE_HEADER, "storage header fits its padding");
 
+/* Owned storages keep their block's real size in release_ctx. */
 static void storage_free_owned(void *ctx, void *data, size_t nbytes) {
-    (void)data;
     (void)nbytes;
-    graft_storage *s = ctx;
-    graft_free(s, s->release_ctx ? (size_t)(uintptr_t)s->release_ctx : 0);
+    graft_free((char *)data - STORAGE_HEADER, (size_t)(uintptr_t)ctx);
 }
 
 graft_status graft_storage_new(graft_storage **out, size_t nbytes, graft_device dev) {
@@ -70,7 +69,7 @@ void graft_storage_retain(graft_storage *s) {
 void graft_storage_release(graft_storage *s) {
     if (!s || __atomic_sub_fetch(&s->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
     if (s->kind == GRAFT_STORAGE_OWNED) {
-        storage_free_owned(s, s->data, s->nbytes);
+        s->release_fn(s->release_ctx, s->data, s->nbytes); /* frees the header with the data */
         return;
     }
     if (s->release_fn) s->release_fn(s->release_ctx, s->data, s->nbytes);
@@ -80,12 +79,76 @@ void graft_storage_release(graft_storage *s) {
 /* ---- tensors ---- */
 
 static atomic_llong tensor_live_count;
+static void tensor_contiguous_strides(int ndim, const int64_t *shape, int64_t *stride);
 
 int64_t graft_tensor_live(void) { return atomic_load(&tensor_live_count); }
 
+/* ---- pools for small objects ----
+ * A tensor op called from a script loop creates and drops a tensor per call, and Lua's
+ * collector frees them in large batches: glibc malloc then spends most of the time
+ * consolidating. Tensor structs, and small tensors as one block (struct, storage header
+ * and data together), are kept on per-thread free lists instead. */
+#define POOL_CAP 16384
+#define SMALL_DATA_MAX 256
+
+typedef struct small_block {
+    graft_tensor t;
+    graft_storage s;
+    _Alignas(64) unsigned char data[SMALL_DATA_MAX];
+} small_block;
+
+typedef struct pool_node { struct pool_node *next; } pool_node;
+static _Thread_local pool_node *tensor_pool, *small_pool;
+static _Thread_local int tensor_pool_n, small_pool_n;
+
+static void *pool_get(pool_node **head, int *n, size_t size, size_t align) {
+    pool_node *p = *head;
+    if (p) {
+        *head = p->next;
+        (*n)--;
+        return p;
+    }
+    void *q = NULL;
+    return posix_memalign(&q, align, size) == 0 ? q : NULL;
+}
+
+static void pool_put(pool_node **head, int *n, void *p) {
+    if (*n >= POOL_CAP) {
+        free(p);
+        return;
+    }
+    pool_node *node = p;
+    node->next = *head;
+    *head = node;
+    (*n)++;
+}
+
+/* Frees this thread's pooled objects (graft_alloc_empty_cache's companion). */
+void graft_tensor_pool_flush(void) {
+    for (pool_node **head = &tensor_pool; *head;) {
+        pool_node *p = *head;
+        *head = p->next;
+        free(p);
+    }
+    for (pool_node **head = &small_pool; *head;) {
+        pool_node *p = *head;
+        *head = p->next;
+        free(p);
+    }
+    tensor_pool_n = small_pool_n = 0;
+}
+
+static void small_block_release(void *ctx, void *data, size_t nbytes) {
+    (void)data;
+    (void)nbytes;
+    graft_alloc_account(-(int64_t)sizeof(small_block));
+    pool_put(&small_pool, &small_pool_n, ctx);
+}
+
 static graft_tensor *tensor_alloc(void) {
-    graft_tensor *t = malloc(sizeof *t);
+    graft_tensor *t = pool_get(&tensor_pool, &tensor_pool_n, sizeof *t, 16);
     if (!t) return NULL;
+    t->flags = 0;
     t->refcount = 1;
     t->storage = NULL;
     t->offset = 0;
@@ -122,6 +185,34 @@ graft_status graft_tensor_empty(graft_tensor **out, int ndim, const int64_t *sha
     if (numel > (int64_t)(((size_t)1 << 46) / esz))
         return graft_error(GRAFT_ENOMEM, "out of memory: cannot allocate %lld elements of %s",
                            (long long)numel, graft_dtype_name(dtype));
+    if (dev.type == GRAFT_CPU && (size_t)numel * esz <= SMALL_DATA_MAX) {
+        small_block *b = pool_get(&small_pool, &small_pool_n, sizeof *b, 64);
+        if (!b) return graft_error(GRAFT_ENOMEM, "out of memory");
+        graft_alloc_account((int64_t)sizeof *b);
+        graft_storage *bs = &b->s;
+        bs->refcount = 1;
+        bs->data = b->data;
+        bs->nbytes = (size_t)numel * esz;
+        bs->device = dev;
+        bs->kind = GRAFT_STORAGE_OWNED;
+        bs->version = 0;
+        bs->release_fn = small_block_release;
+        bs->release_ctx = b;
+        graft_tensor *bt = &b->t;
+        bt->refcount = 1;
+        bt->storage = bs;
+        bt->offset = 0;
+        bt->ndim = ndim;
+        bt->dtype = dtype;
+        bt->flags = GRAFT_TENSOR_EMBEDDED;
+        bt->autograd = NULL;
+        bt->autograd_free = NULL;
+        memcpy(bt->shape, shape, sizeof(int64_t) * (size_t)ndim);
+        tensor_contiguous_strides(ndim, shape, bt->stride);
+        atomic_fetch_add(&tensor_live_count, 1);
+        *out = bt;
+        return GRAFT_OK;
+    }
     graft_storage *s;
     graft_status st = graft_storage_new(&s, (size_t)numel * esz, dev);
     if (st) return st;
@@ -200,9 +291,11 @@ void graft_tensor_retain(graft_tensor *t) {
 void graft_tensor_release(graft_tensor *t) {
     if (!t || __atomic_sub_fetch(&t->refcount, 1, __ATOMIC_ACQ_REL) != 0) return;
     if (t->autograd && t->autograd_free) t->autograd_free(t->autograd);
-    graft_storage_release(t->storage);
+    graft_storage *s = t->storage;
     atomic_fetch_sub(&tensor_live_count, 1);
-    free(t);
+    /* An embedded struct goes with its block, when the storage's last reference goes. */
+    if (!(t->flags & GRAFT_TENSOR_EMBEDDED)) pool_put(&tensor_pool, &tensor_pool_n, t);
+    graft_storage_release(s);
 }
 
 bool graft_tensor_is_contiguous(const graft_tensor *t) {

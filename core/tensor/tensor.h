@@ -108,6 +108,8 @@ void graft_storage_release(graft_storage *s);
 
 /* ---- tensors ---- */
 #define GRAFT_MAX_DIMS 16
+/* The tensor struct lives inside its storage's block (small tensors): never freed alone. */
+#define GRAFT_TENSOR_EMBEDDED 1u
 
 typedef struct graft_tensor {
     int64_t refcount;
@@ -115,6 +117,7 @@ typedef struct graft_tensor {
     int64_t offset;                  /* in elements */
     int ndim;
     graft_dtype dtype;
+    uint32_t flags;                  /* GRAFT_TENSOR_* (internal) */
     int64_t shape[GRAFT_MAX_DIMS];
     int64_t stride[GRAFT_MAX_DIMS];  /* in elements */
     void *autograd;                  /* slot for the autograd issue (NULL = none) */

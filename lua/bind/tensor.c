@@ -25,13 +25,27 @@
 
 /* ---- helpers (bind.h) ---- */
 
+/* The metatable is also kept under this light-userdata key: luaL_testudata and
+ * luaL_setmetatable look it up by name (a string hash and compare) on every call; a
+ * pointer-keyed get is cheaper, and per state. */
+static const char lg_mt_key = 0;
+
+static graft_tensor **lg_toudata(lua_State *L, int idx) {
+    void *p = lua_touserdata(L, idx);
+    if (!p || !lua_getmetatable(L, idx)) return NULL;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lg_mt_key);
+    int ok = lua_rawequal(L, -1, -2);
+    lua_pop(L, 2);
+    return ok ? p : NULL;
+}
+
 graft_tensor *lg_test(lua_State *L, int idx) {
-    graft_tensor **p = luaL_testudata(L, idx, LG_TENSOR_MT);
+    graft_tensor **p = lg_toudata(L, idx);
     return p ? *p : NULL;
 }
 
 graft_tensor *lg_check(lua_State *L, int idx) {
-    graft_tensor **p = luaL_testudata(L, idx, LG_TENSOR_MT);
+    graft_tensor **p = lg_toudata(L, idx);
     if (!p) luaL_typeerror(L, idx, "tensor");
     if (!*p) luaL_argerror(L, idx, "tensor is closed");
     return *p;
@@ -54,7 +68,8 @@ graft_tensor **lg_shell(lua_State *L) {
     lg_gc_pressure(L);
     graft_tensor **p = lua_newuserdatauv(L, sizeof(graft_tensor *), 0);
     *p = NULL;
-    luaL_setmetatable(L, LG_TENSOR_MT);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lg_mt_key);
+    lua_setmetatable(L, -2);
     return p;
 }
 
@@ -65,7 +80,8 @@ void lg_push(lua_State *L, graft_tensor *t) {
     lg_gc_pressure(L);
     graft_tensor **p = lua_newuserdatauv(L, sizeof(graft_tensor *), 0);
     *p = t;
-    luaL_setmetatable(L, LG_TENSOR_MT);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &lg_mt_key);
+    lua_setmetatable(L, -2);
 }
 
 int lg_errorf(lua_State *L, const char *fmt, ...) {
@@ -224,7 +240,8 @@ void lg_register_functions(lua_State *L, const luaL_Reg *regs) { luaL_setfuncs(L
 
 /* __gc and __close share one idempotent function. */
 static int t_gc(lua_State *L) {
-    graft_tensor **p = luaL_checkudata(L, 1, LG_TENSOR_MT);
+    graft_tensor **p = lg_toudata(L, 1);
+    if (!p) return luaL_typeerror(L, 1, "tensor");
     graft_tensor_release(*p);
     *p = NULL;
     return 0;
@@ -1077,6 +1094,8 @@ void graft_bind_tensor(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, LG_SETTERS);
 
     luaL_newmetatable(L, LG_TENSOR_MT);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &lg_mt_key);
     lua_getfield(L, LUA_REGISTRYINDEX, LG_METHODS);
     lua_getfield(L, LUA_REGISTRYINDEX, LG_GETTERS);
     lua_pushcclosure(L, t_index, 2);
