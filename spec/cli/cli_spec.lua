@@ -129,8 +129,17 @@ describe("the graft executable", function()
     end)
 
     it("interrupts a running script on SIGINT (Ctrl-C) with a traceback", function()
-      local _, err, code = graft("-e " .. q("while true do end"), nil,
-        { prefix = "timeout -s INT --preserve-status 0.5 " })
+      -- the script marks a file once it runs (its handler is installed by then), and
+      -- only then is SIGINT sent: a loaded machine may take long to start the process
+      local ready = tmp()
+      os.remove(ready)
+      local err_path = tmp()
+      local script = ("io.open(%q, 'w'):close() while true do end"):format(ready)
+      local cmd = ("%s -e %s 2> %s & pid=$!; for i in $(seq 500); do [ -f %s ] && break; sleep 0.01; done; "
+        .. "kill -INT $pid; wait $pid"):format(q(BIN), q(script), q(err_path), q(ready))
+      local _, _, code = os.execute(cmd)
+      local err = read(err_path)
+      os.remove(ready)
       assert.are.equal(1, code)
       assert.truthy(err:find("interrupted!", 1, true), err)
       assert.truthy(err:find("stack traceback:", 1, true), err)
