@@ -88,7 +88,7 @@ int64_t graft_tensor_live(void) { return atomic_load(&tensor_live_count); }
  * collector frees them in large batches: glibc malloc then spends most of the time
  * consolidating. Tensor structs, and small tensors as one block (struct, storage header
  * and data together), are kept on per-thread free lists instead. */
-#define POOL_CAP 16384
+#define POOL_CAP 65536
 #define SMALL_DATA_MAX 256
 
 typedef struct small_block {
