@@ -85,10 +85,11 @@ $(BUILD)/graft: $(EXE_OBJ) $(BUILD)/libgraft.a
 $(BUILD)/host_example: $(HOST_SRC) $(BUILD)/libgraft.a lua/graft.h
 	$(CC) $(CFLAGS_ALL) -o $@ $(HOST_SRC) $(BUILD)/libgraft.a $(LDLIBS_CORE) $(LUA_LIBS) -ldl
 
-$(BUILD)/graft.pc: Makefile
+# pkg-config file for PREFIX (make install writes one for its own PREFIX).
+PC_TEXT = prefix=$(1)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: graft\nDescription: fine-tuning runtime (C core, Lua 5.4 scripting)\nVersion: $(VERSION)\nRequires.private: lua5.4\nLibs: -L$${libdir} -lgraft\nLibs.private: $(BLAS_LIBS) -fopenmp -lm -lpthread\nCflags: -I$${includedir}\n
+$(BUILD)/graft.pc: Makefile lua/graft.h
 	@mkdir -p $(BUILD)
-	@printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: graft\nDescription: fine-tuning runtime (C core, Lua 5.4 scripting)\nVersion: %s\nRequires.private: lua5.4\nLibs: -L$${libdir} -lgraft\nLibs.private: %s\nCflags: -I$${includedir}\n' \
-	  '$(PREFIX)' '$(VERSION)' '$(BLAS_LIBS) -fopenmp -lm -lpthread' > $@
+	@printf '$(call PC_TEXT,$(PREFIX))' > $@
 
 test: all
 	GRAFT_BIN=$(BUILD)/graft GRAFT_HOST_EXAMPLE=$(BUILD)/host_example lua5.4 /usr/bin/busted --cpath='$(BUILD)/?.so' spec
@@ -117,7 +118,7 @@ install: all
 	install -m 755 $(BUILD)/libgraft.so $(DESTDIR)$(PREFIX)/lib/
 	install -m 755 $(BUILD)/graft.so $(DESTDIR)$(PREFIX)/lib/lua/5.4/graft.so
 	install -m 644 lua/graft.h $(DESTDIR)$(PREFIX)/include/graft.h
-	install -m 644 $(BUILD)/graft.pc $(DESTDIR)$(PREFIX)/lib/pkgconfig/graft.pc
+	printf '$(call PC_TEXT,$(PREFIX))' > $(DESTDIR)$(PREFIX)/lib/pkgconfig/graft.pc
 	cp -r lua/graft/. $(DESTDIR)$(PREFIX)/share/lua/5.4/graft/
 
 clean:
