@@ -23,7 +23,7 @@ BLAS_LIBS = -L$(OPENBLAS_DIR) -l:libopenblas.so.0 -Wl,-rpath,$(OPENBLAS_DIR)
 OPT ?= -O2 -march=native
 WARN = -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS_ALL = -std=gnu11 $(OPT) -g -fPIC -fopenmp $(WARN) -Icore -Ilua $(LUA_CFLAGS) $(EXTRA_CFLAGS)
-LDLIBS_CORE = $(BLAS_LIBS) -fopenmp -lm -lpthread
+LDLIBS_CORE = $(BLAS_LIBS) -fopenmp -lm -lpthread -lz
 READLINE_LIBS = -lreadline
 
 CORE_SRC := $(sort $(wildcard core/*/*.c))
@@ -39,7 +39,7 @@ LIB_OBJ := $(CORE_OBJ) $(BIND_OBJ)
 
 VERSION := $(shell sed -n 's/^#define GRAFT_VERSION "\(.*\)"/\1/p' lua/graft.h 2>/dev/null)
 
-.PHONY: all deps test demo asan bench install clean fuzz
+.PHONY: all deps test demo asan bench install clean fuzz fuzz-targets
 all: $(BUILD)/.deps $(BUILD)/libgraft.a $(BUILD)/libgraft.so $(BUILD)/graft.so $(BUILD)/graft \
      $(BUILD)/graft.pc $(BUILD)/host_example
 
@@ -107,6 +107,27 @@ asan: $(BUILD)/.deps
 	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 LSAN_OPTIONS=suppressions=spec/helpers/lsan.supp \
 	  GRAFT_BIN=build-asan/graft GRAFT_HOST_EXAMPLE=build-asan/host_example lua5.4 /usr/bin/busted --cpath='build-asan/?.so' spec
 
+# Fuzzing: each spec/fuzz/fuzz_NAME.c is a libFuzzer target over the core (clang 14
+# and libclang-rt-14-dev from Debian), run for FUZZ_SECONDS each from the seed corpus in
+# spec/fuzz/corpus/NAME (copied to build-fuzz/corpus/NAME, which collects new inputs).
+FUZZ_SECONDS ?= 60
+FUZZ_SRC := $(sort $(wildcard spec/fuzz/fuzz_*.c))
+FUZZ_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer
+fuzz: $(BUILD)/.deps
+	@for p in clang libclang-rt-14-dev; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then echo "fuzz: installing Debian packages:$$missing"; \
+	  apt-get install -y -qq $$missing >/dev/null || exit 1; fi
+	$(MAKE) BUILD=build-fuzz CC=clang OPT='-O1 -g' EXTRA_CFLAGS='$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link' fuzz-targets
+	@for src in $(FUZZ_SRC); do name=$$(basename $$src .c | sed 's/^fuzz_//'); \
+	  mkdir -p build-fuzz/corpus/$$name; cp -r spec/fuzz/corpus/$$name/. build-fuzz/corpus/$$name/ 2>/dev/null; \
+	  echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+	  build-fuzz/fuzz_$$name -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+	    build-fuzz/corpus/$$name || exit 1; done
+
+fuzz-targets: $(FUZZ_SRC:spec/fuzz/%.c=$(BUILD)/%)
+$(BUILD)/fuzz_%: spec/fuzz/fuzz_%.c $(CORE_OBJ)
+	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -o $@ $< $(CORE_OBJ) $(LDLIBS_CORE) -lz
+
 bench: all
 	bash scripts/bench/run.sh
 
@@ -122,6 +143,6 @@ install: all
 	cp -r lua/graft/. $(DESTDIR)$(PREFIX)/share/lua/5.4/graft/
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

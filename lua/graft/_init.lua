@@ -5,6 +5,8 @@ local print_mod = require("graft.print")
 
 graft._Tensor.__tostring = print_mod.tensor_tostring
 
+graft.OrderedDict = require("graft.odict")
+
 -- graft.None: the sentinel for "no value" where position matters (checkpoints).
 graft.None = setmetatable({}, { __tostring = function() return "None" end, __name = "graft.None" })
 
