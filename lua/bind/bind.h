@@ -76,5 +76,8 @@ void graft_bind_reduce(lua_State *L);
 void graft_bind_view(lua_State *L);
 void graft_bind_shape(lua_State *L);
 void graft_bind_linalg(lua_State *L);
+void graft_bind_autograd(lua_State *L);
+void graft_bind_pth(lua_State *L);
+void graft_bind_safetensors(lua_State *L);
 
 #endif

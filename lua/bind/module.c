@@ -34,6 +34,12 @@ int luaopen_graft(lua_State *L) {
     lua_settop(L, module);
     graft_bind_linalg(L);
     lua_settop(L, module);
+    graft_bind_autograd(L); /* after the op bindings: it may wrap their methods */
+    lua_settop(L, module);
+    graft_bind_pth(L);
+    lua_settop(L, module);
+    graft_bind_safetensors(L);
+    lua_settop(L, module);
     lua_pushliteral(L, GRAFT_VERSION);
     lua_setfield(L, module, "version");
 

@@ -10,4 +10,13 @@ graft.OrderedDict = require("graft.odict")
 -- graft.None: the sentinel for "no value" where position matters (checkpoints).
 graft.None = setmetatable({}, { __tostring = function() return "None" end, __name = "graft.None" })
 
+-- Placeholders: objects of a checkpoint's pickle that are not tensors or containers
+-- (loaded only with {allow_unknown = true}); inert tables, nothing is ever called:
+-- {__class = "module.QualName", __args = {...}, __state = <BUILD state or nil>}.
+graft._Placeholder = {
+  __name = "graft.Placeholder",
+  __tostring = function(p) return "<placeholder " .. tostring(rawget(p, "__class")) .. ">" end,
+}
+function graft.is_placeholder(x) return getmetatable(x) == graft._Placeholder end
+
 return graft
