@@ -6,17 +6,7 @@ local H = require("spec.helpers")
 
 local fx = H.fixture("reduce")
 
-local function apply_view(x, steps)
-  for _, s in ipairs(steps or {}) do
-    if s[1] == "t" then x = x:t()
-    elseif s[1] == "transpose" then x = x:transpose(s[2], s[3])
-    elseif s[1] == "permute" then x = x:permute(s[2])
-    elseif s[1] == "narrow" then x = x:narrow(s[2], s[3], s[4])
-    elseif s[1] == "expand" then x = x:expand(s[2])
-    else error("unknown view step " .. s[1]) end
-  end
-  return x
-end
+local apply_view = require("spec.helpers.views")
 
 local function show(v)
   if type(v) ~= "table" then return tostring(v) end
