@@ -186,7 +186,7 @@ static int rt_take_error(graft_runtime *rt, int status) {
 
 /* The message handler of every run and call, as lua.c's msghandler: the message (or
  * the error object's __tostring) with a traceback. */
-static int rt_msgh(lua_State *L) {
+int graft_traceback(lua_State *L) {
     const char *msg = lua_tostring(L, 1);
     if (msg == NULL) {
         if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
@@ -252,7 +252,7 @@ graft_runtime *graft_open(void) {
     }
     rt->L = L;
     rt->pool = pool;
-    lua_pushcfunction(L, rt_msgh);
+    lua_pushcfunction(L, graft_traceback);
     lua_pushcfunction(L, rt_open_k);
     if (lua_pcall(L, 0, 1, 1) != LUA_OK) {
         snprintf(rt_open_error, sizeof rt_open_error, "graft_open: %s",
@@ -348,7 +348,7 @@ static int rt_prepare_k(lua_State *L) {
 
 /* Runs a job with the pending arguments. Phase one (prepare) is protected without a
  * traceback, so a syntax error reads as Lua reports it; phase two calls the function
- * under rt_msgh. The results stay at slots 1..nres. */
+ * under graft_traceback. The results stay at slots 1..nres. */
 static int rt_run(graft_runtime *rt, rt_job *job) {
     if (!rt) return GRAFT_RUN_EARG;
     lua_State *L = rt->L;
@@ -387,7 +387,7 @@ static int rt_run(graft_runtime *rt, rt_job *job) {
         lua_insert(L, 2);
         nargs++;
     }
-    lua_pushcfunction(L, rt_msgh);
+    lua_pushcfunction(L, graft_traceback);
     lua_insert(L, 1);              /* [msgh][fn][args] */
     lst = lua_pcall(L, nargs, LUA_MULTRET, 1);
     lua_remove(L, 1);

@@ -89,6 +89,9 @@ int graft_run_string(graft_runtime *rt, const char *code, const char *chunkname)
 /* Runs fn(L) protected, with ud as a light userdata first argument then the pending
  * arguments; its return values become the results. For hosts using the raw API. */
 int graft_pcall(graft_runtime *rt, lua_CFunction fn, void *ud);
+/* The message handler graft runs Lua code under (as lua.c's): the error message, or
+ * its __tostring, followed by a traceback. For hosts' own lua_pcall calls. */
+int graft_traceback(lua_State *L);
 
 /* ---- calling Lua functions ----
  * Push the arguments, then call: the call takes every pending argument. Pushing clears

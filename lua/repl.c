@@ -226,22 +226,11 @@ static int repl_loadline(lua_State *L, repl_ctx *ctx) {
     return status;
 }
 
-/* The message handler, as lua.c's: the message (or __tostring) with a traceback. */
-static int repl_msgh(lua_State *L) {
-    const char *msg = lua_tostring(L, 1);
-    if (msg == NULL) {
-        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING) return 1;
-        msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-    }
-    luaL_traceback(L, L, msg, 1);
-    return 1;
-}
-
 /* Calls the function below narg arguments with a traceback; Ctrl-C interrupts it (the
  * REPL keeps that handler between prompts, so a Ctrl-C never kills it there). */
 static int repl_docall(lua_State *L, int narg, int nres) {
     int base = lua_gettop(L) - narg;
-    lua_pushcfunction(L, repl_msgh);
+    lua_pushcfunction(L, graft_traceback);
     lua_insert(L, base);
     graft_repl_catch_sigint(repl_rt); /* again: a first Ctrl-C reset it to the default */
     int status = lua_pcall(L, narg, nres, base);
