@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "autograd/record.h"
 #include "cpu/elementwise_kernels.h"
 #include "tensor/iter.h"
 
@@ -360,6 +361,7 @@ static bool ew_fast_plan(ew_fast *f, graft_binary_op op, const graft_operand *a,
 
 graft_status graft_binary(graft_tensor **out, graft_binary_op op, graft_operand a, graft_operand b,
                           const graft_scalar *alpha) {
+    if (GRAFT_AG_ACTIVE(GRAFT_AG_T(a.t) || GRAFT_AG_T(b.t))) return graft_ag_binary(out, op, a, b, alpha);
     *out = NULL;
     if ((unsigned)op >= GRAFT_EW_NBINARY) return graft_error(GRAFT_EINVAL, "binary: unknown op %d", (int)op);
     const char *name = binary_names[op];
@@ -404,6 +406,7 @@ done:
 }
 
 graft_status graft_binary_(graft_tensor *self, graft_binary_op op, graft_operand b, const graft_scalar *alpha) {
+    if (GRAFT_AG_ACTIVE(self->autograd || GRAFT_AG_T(b.t))) return graft_ag_binary_(self, op, b, alpha);
     if ((unsigned)op >= GRAFT_EW_NBINARY) return graft_error(GRAFT_EINVAL, "binary: unknown op %d", (int)op);
     const char *name = binary_names_[op];
     graft_operand a = graft_operand_tensor(self);
@@ -484,6 +487,7 @@ static graft_status ew_unary_plan(ew_plan *p, graft_unary_op op, graft_tensor *a
 }
 
 graft_status graft_unary(graft_tensor **out, graft_unary_op op, graft_tensor *a) {
+    if (GRAFT_AG_ACTIVE(a->autograd)) return graft_ag_unary(out, op, a);
     *out = NULL;
     if ((unsigned)op >= GRAFT_EW_NUNARY) return graft_error(GRAFT_EINVAL, "unary: unknown op %d", (int)op);
     const char *name = unary_names[op];
@@ -505,6 +509,7 @@ done:
 }
 
 graft_status graft_unary_(graft_tensor *self, graft_unary_op op) {
+    if (GRAFT_AG_ACTIVE(self->autograd)) return graft_ag_unary_(self, op);
     if ((unsigned)op >= GRAFT_EW_NUNARY) return graft_error(GRAFT_EINVAL, "unary: unknown op %d", (int)op);
     const char *name = unary_names_[op];
     ew_plan p;
@@ -566,6 +571,8 @@ static graft_status ew_clamp_tensors(graft_tensor **out, graft_tensor *a, const 
 }
 
 graft_status graft_clamp(graft_tensor **out, graft_tensor *a, const graft_operand *lo, const graft_operand *hi) {
+    if (GRAFT_AG_ACTIVE(a->autograd || (lo && GRAFT_AG_T(lo->t)) || (hi && GRAFT_AG_T(hi->t))))
+        return graft_ag_clamp(out, a, lo, hi);
     *out = NULL;
     graft_dtype rt;
     graft_device dev;
@@ -592,6 +599,8 @@ done:
 }
 
 graft_status graft_clamp_(graft_tensor *self, const graft_operand *lo, const graft_operand *hi) {
+    if (GRAFT_AG_ACTIVE(self->autograd || (lo && GRAFT_AG_T(lo->t)) || (hi && GRAFT_AG_T(hi->t))))
+        return graft_ag_clamp_(self, lo, hi);
     graft_dtype rt;
     graft_device dev;
     graft_status st = ew_clamp_plan(&rt, &dev, self, lo, hi, "clamp_");
@@ -619,6 +628,7 @@ graft_status graft_clamp_(graft_tensor *self, const graft_operand *lo, const gra
 /* ---- where ---- */
 
 graft_status graft_where(graft_tensor **out, graft_tensor *cond, graft_operand a, graft_operand b) {
+    if (GRAFT_AG_ACTIVE(GRAFT_AG_T(a.t) || GRAFT_AG_T(b.t))) return graft_ag_where(out, cond, a, b);
     *out = NULL;
     graft_device dev;
     graft_tensor *ts[3] = {cond, a.t, b.t};

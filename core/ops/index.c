@@ -6,6 +6,7 @@
 #include "index.h"
 #include "view.h"
 
+#include "autograd/record.h"
 #include "tensor/iter.h"
 
 #include <stdlib.h>
@@ -446,6 +447,7 @@ fail:
 }
 
 graft_status graft_index(graft_tensor **out, graft_tensor *t, const graft_ix *ix, int n) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_index(out, t, ix, n);
     ix_resolved r;
     *out = NULL;
     graft_status st = ix_resolve(&r, t, ix, n);
@@ -480,6 +482,7 @@ static graft_status ix_check_value_shape(graft_tensor *value, int ndim, const in
 }
 
 graft_status graft_index_put_(graft_tensor *t, const graft_ix *ix, int n, graft_tensor *value) {
+    if (GRAFT_AG_ACTIVE(t->autograd || value->autograd)) return graft_ag_index_put_(t, ix, n, value);
     ix_resolved r;
     graft_status st = ix_resolve(&r, t, ix, n);
     if (st) return st;
@@ -509,6 +512,7 @@ done:
 /* ---- index_select ---- */
 
 graft_status graft_index_select(graft_tensor **out, graft_tensor *t, int dim, graft_tensor *index) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_index_select(out, t, dim, index);
     graft_status st;
     graft_tensor *idx = NULL;
     int64_t *offs = NULL;
@@ -664,6 +668,7 @@ static void ix_scatter_add_loop(char **data, const int64_t *s, int64_t n, void *
 }
 
 graft_status graft_gather(graft_tensor **out, graft_tensor *t, int dim, graft_tensor *index) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_gather(out, t, dim, index);
     graft_status st;
     graft_tensor *self_r = NULL;
     *out = NULL;
@@ -711,20 +716,24 @@ done:
 }
 
 graft_status graft_scatter_(graft_tensor *t, int dim, graft_tensor *index, graft_tensor *src) {
+    if (GRAFT_AG_ACTIVE(t->autograd || src->autograd)) return graft_ag_scatter_(t, dim, index, src, NULL, 0);
     return ix_scatter_common("scatter", t, dim, index, src, NULL, false);
 }
 
 graft_status graft_scatter_value_(graft_tensor *t, int dim, graft_tensor *index, graft_ix_value v) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_scatter_(t, dim, index, NULL, &v, 1);
     return ix_scatter_common("scatter", t, dim, index, NULL, &v, false);
 }
 
 graft_status graft_scatter_add_(graft_tensor *t, int dim, graft_tensor *index, graft_tensor *src) {
+    if (GRAFT_AG_ACTIVE(t->autograd || src->autograd)) return graft_ag_scatter_(t, dim, index, src, NULL, 2);
     return ix_scatter_common("scatter_add", t, dim, index, src, NULL, true);
 }
 
 /* ---- index_add_ ---- */
 
 graft_status graft_index_add_(graft_tensor *t, int dim, graft_tensor *index, graft_tensor *src, graft_ix_value alpha) {
+    if (GRAFT_AG_ACTIVE(t->autograd || src->autograd)) return graft_ag_index_add_(t, dim, index, src, alpha);
     char a[SHAPE_BUF], b[SHAPE_BUF];
     graft_status st;
     graft_tensor *idx = NULL;
@@ -812,6 +821,7 @@ static graft_status ix_check_mask(graft_tensor *mask, const char *op) {
 }
 
 graft_status graft_masked_fill_(graft_tensor *t, graft_tensor *mask, graft_ix_value v) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_masked_fill_(t, mask, v);
     graft_status st;
     if ((st = ix_check_mask(mask, "masked_fill_"))) return st;
     bool ok = mask->ndim <= t->ndim;
@@ -835,6 +845,7 @@ graft_status graft_masked_fill_(graft_tensor *t, graft_tensor *mask, graft_ix_va
 }
 
 graft_status graft_masked_fill(graft_tensor **out, graft_tensor *t, graft_tensor *mask, graft_ix_value v) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_masked_fill(out, t, mask, v);
     graft_status st;
     int n;
     int64_t shape[GRAFT_MAX_DIMS];
@@ -875,6 +886,7 @@ static void ix_select_loop(char **data, const int64_t *s, int64_t n, void *vctx)
 }
 
 graft_status graft_masked_select(graft_tensor **out, graft_tensor *t, graft_tensor *mask) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_masked_select(out, t, mask);
     graft_status st;
     int n;
     int64_t shape[GRAFT_MAX_DIMS];
@@ -917,6 +929,7 @@ static void ix_take_loop(char **data, const int64_t *s, int64_t n, void *vctx) {
 }
 
 graft_status graft_take(graft_tensor **out, graft_tensor *t, graft_tensor *index) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_take(out, t, index);
     graft_status st;
     graft_tensor *c = NULL;
     *out = NULL;

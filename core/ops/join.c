@@ -4,6 +4,7 @@
 #include "join.h"
 #include "view.h"
 
+#include "autograd/record.h"
 #include "tensor/iter.h"
 
 #include <stdlib.h>
@@ -97,10 +98,12 @@ fail:
 }
 
 graft_status graft_cat(graft_tensor **out, graft_tensor *const *ts, int n, int dim) {
+    if (GRAFT_AG_ACTIVE(n > 0 && graft_ag_any(ts, n))) return graft_ag_cat(out, ts, n, dim, false);
     return join_cat("cat", out, ts, n, dim);
 }
 
 graft_status graft_stack(graft_tensor **out, graft_tensor *const *ts, int n, int dim_in) {
+    if (GRAFT_AG_ACTIVE(n > 0 && graft_ag_any(ts, n))) return graft_ag_cat(out, ts, n, dim_in, true);
     char a[SHAPE_BUF], b[SHAPE_BUF];
     graft_status st;
     *out = NULL;
@@ -173,6 +176,7 @@ graft_status graft_chunk_size(int64_t *piece, int64_t *count, const graft_tensor
 /* A view walking the flipped dims backwards (negative strides; it never escapes this
  * function), copied by the strided copy into a fresh tensor. */
 graft_status graft_flip(graft_tensor **out, graft_tensor *t, const int *dims, int n) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_flip(out, t, dims, n);
     bool seen[GRAFT_MAX_DIMS] = {false};
     *out = NULL;
     int64_t stride[GRAFT_MAX_DIMS], offset = t->offset;
@@ -228,6 +232,7 @@ done:
 
 graft_status graft_roll(graft_tensor **out, graft_tensor *t, const int64_t *shifts, int n_shifts,
                         const int *dims, int n_dims) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_roll(out, t, shifts, n_shifts, dims, n_dims);
     graft_status st;
     *out = NULL;
     if (n_dims == 0) {
@@ -269,6 +274,7 @@ graft_status graft_roll(graft_tensor **out, graft_tensor *t, const int64_t *shif
 /* The input seen as [r0, s0, r1, s1, ...] with stride 0 on each repeat dim (dims with
  * r = 1 left out), copied into the output seen with the same shape. */
 graft_status graft_repeat(graft_tensor **out, graft_tensor *t, const int64_t *reps, int n) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_repeat(out, t, reps, n, false);
     graft_status st;
     *out = NULL;
     if (n < t->ndim)
@@ -308,6 +314,7 @@ graft_status graft_repeat(graft_tensor **out, graft_tensor *t, const int64_t *re
 }
 
 graft_status graft_tile(graft_tensor **out, graft_tensor *t, const int64_t *reps, int n) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_repeat(out, t, reps, n, true);
     if (n >= t->ndim) return graft_repeat(out, t, reps, n);
     int64_t padded[GRAFT_MAX_DIMS];
     int pad = t->ndim - n;
@@ -352,8 +359,14 @@ static graft_status join_tri_(graft_tensor *t, int64_t k, bool lower, const char
     return GRAFT_OK;
 }
 
-graft_status graft_tril_(graft_tensor *t, int64_t k) { return join_tri_(t, k, true, "tril_"); }
-graft_status graft_triu_(graft_tensor *t, int64_t k) { return join_tri_(t, k, false, "triu_"); }
+graft_status graft_tril_(graft_tensor *t, int64_t k) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_tri_(t, k, true);
+    return join_tri_(t, k, true, "tril_");
+}
+graft_status graft_triu_(graft_tensor *t, int64_t k) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_tri_(t, k, false);
+    return join_tri_(t, k, false, "triu_");
+}
 
 static graft_status join_tri(graft_tensor **out, graft_tensor *t, int64_t k, bool lower, const char *op) {
     *out = NULL;
@@ -367,10 +380,17 @@ static graft_status join_tri(graft_tensor **out, graft_tensor *t, int64_t k, boo
     return st;
 }
 
-graft_status graft_tril(graft_tensor **out, graft_tensor *t, int64_t k) { return join_tri(out, t, k, true, "tril"); }
-graft_status graft_triu(graft_tensor **out, graft_tensor *t, int64_t k) { return join_tri(out, t, k, false, "triu"); }
+graft_status graft_tril(graft_tensor **out, graft_tensor *t, int64_t k) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_tri(out, t, k, true);
+    return join_tri(out, t, k, true, "tril");
+}
+graft_status graft_triu(graft_tensor **out, graft_tensor *t, int64_t k) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_tri(out, t, k, false);
+    return join_tri(out, t, k, false, "triu");
+}
 
 graft_status graft_diagonal(graft_tensor **out, graft_tensor *t, int64_t offset, int d1, int d2) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_diagonal(out, t, offset, d1, d2);
     *out = NULL;
     if (t->ndim < 2) return graft_error(GRAFT_ESHAPE, "diagonal: expected a tensor with at least 2 dims, got %d", t->ndim);
     if (d1 < 0 || d1 >= t->ndim || d2 < 0 || d2 >= t->ndim)
@@ -398,6 +418,7 @@ graft_status graft_diagonal(graft_tensor **out, graft_tensor *t, int64_t offset,
 }
 
 graft_status graft_diag(graft_tensor **out, graft_tensor *t, int64_t k) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_diag(out, t, k);
     graft_status st;
     *out = NULL;
     if (t->ndim == 2) {

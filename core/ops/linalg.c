@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "autograd/record.h"
 #include "cpu/gemm_cpu.h"
 #include "tensor/iter.h"
 
@@ -157,6 +158,7 @@ static graft_status la_view(graft_tensor **out, const graft_tensor *t, int ndim,
 /* ---- matmul ---- */
 
 graft_status graft_linalg_matmul(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_MATMUL, a, b);
     *out = NULL;
     graft_status st;
     if (a->ndim == 0 || b->ndim == 0)
@@ -207,6 +209,7 @@ graft_status graft_linalg_matmul(graft_tensor **out, graft_tensor *a, graft_tens
 /* ---- the fixed-rank products ---- */
 
 graft_status graft_linalg_mm(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_MM, a, b);
     char x[SHAPE_BUF], y[SHAPE_BUF];
     *out = NULL;
     if (a->ndim != 2 || b->ndim != 2)
@@ -238,6 +241,7 @@ static graft_status la_check_bmm(const graft_tensor *a, const graft_tensor *b, c
 }
 
 graft_status graft_linalg_bmm(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_BMM, a, b);
     *out = NULL;
     graft_status st = la_check_bmm(a, b, "bmm");
     if (st || (st = la_check_dtypes(a, b, NULL, "bmm"))) return st;
@@ -251,6 +255,7 @@ graft_status graft_linalg_bmm(graft_tensor **out, graft_tensor *a, graft_tensor 
 }
 
 graft_status graft_linalg_mv(graft_tensor **out, graft_tensor *a, graft_tensor *v) {
+    if (GRAFT_AG_ACTIVE(a->autograd || v->autograd)) return graft_ag_product2(out, GRAFT_AG_MV, a, v);
     char x[SHAPE_BUF], y[SHAPE_BUF];
     *out = NULL;
     if (a->ndim != 2 || v->ndim != 1)
@@ -263,6 +268,7 @@ graft_status graft_linalg_mv(graft_tensor **out, graft_tensor *a, graft_tensor *
 }
 
 graft_status graft_linalg_dot(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_DOT, a, b);
     char x[SHAPE_BUF], y[SHAPE_BUF];
     *out = NULL;
     if (a->ndim != 1 || b->ndim != 1)
@@ -297,6 +303,7 @@ OUTER_LOOP(outer_f64, double)
 OUTER_LOOP(outer_u64, uint64_t)
 
 graft_status graft_linalg_outer(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_OUTER, a, b);
     char x[SHAPE_BUF], y[SHAPE_BUF];
     *out = NULL;
     graft_status st = la_check_cpu(a, "outer");
@@ -357,6 +364,8 @@ static graft_status la_addprod(graft_tensor **out, graft_tensor *input, graft_te
 
 graft_status graft_linalg_addmm(graft_tensor **out, graft_tensor *input, graft_tensor *m1, graft_tensor *m2,
                                 double beta, double alpha) {
+    if (GRAFT_AG_ACTIVE(input->autograd || m1->autograd || m2->autograd))
+        return graft_ag_addprod(out, false, input, m1, m2, beta, alpha);
     char x[SHAPE_BUF], y[SHAPE_BUF];
     *out = NULL;
     if (m1->ndim != 2 || m2->ndim != 2)
@@ -370,6 +379,8 @@ graft_status graft_linalg_addmm(graft_tensor **out, graft_tensor *input, graft_t
 
 graft_status graft_linalg_baddbmm(graft_tensor **out, graft_tensor *input, graft_tensor *b1, graft_tensor *b2,
                                   double beta, double alpha) {
+    if (GRAFT_AG_ACTIVE(input->autograd || b1->autograd || b2->autograd))
+        return graft_ag_addprod(out, true, input, b1, b2, beta, alpha);
     *out = NULL;
     graft_status st = la_check_bmm(b1, b2, "baddbmm");
     if (st || (st = la_check_dtypes(b1, b2, input, "baddbmm"))) return st;

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "autograd/record.h"
 #include "cpu/reduce_cpu.h"
 
 /* ---- dims, shapes, dtypes ---- */
@@ -155,16 +156,19 @@ static graft_status red_sumlike(graft_tensor **out, graft_tensor *t, const int *
 
 graft_status graft_reduce_sum(graft_tensor **out, graft_tensor *t, const int *dims, int ndims, bool keepdim,
                               int dtype) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_SUM, t, dims, ndims, keepdim, dtype, 0);
     return red_sumlike(out, t, dims, ndims, keepdim, dtype, GRAFT_RED_SUM, false, "sum");
 }
 
 graft_status graft_reduce_mean(graft_tensor **out, graft_tensor *t, const int *dims, int ndims, bool keepdim,
                                int dtype) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_MEAN, t, dims, ndims, keepdim, dtype, 0);
     return red_sumlike(out, t, dims, ndims, keepdim, dtype, GRAFT_RED_SUM, true, "mean");
 }
 
 graft_status graft_reduce_prod(graft_tensor **out, graft_tensor *t, const int *dims, int ndims, bool keepdim,
                                int dtype) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_PROD, t, dims, ndims, keepdim, dtype, 0);
     return red_sumlike(out, t, dims, ndims, keepdim, dtype, GRAFT_RED_PROD, false, "prod");
 }
 
@@ -184,15 +188,19 @@ static graft_status red_extreme(graft_tensor **out, graft_tensor *t, const int *
 }
 
 graft_status graft_reduce_amax(graft_tensor **out, graft_tensor *t, const int *dims, int ndims, bool keepdim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_AMAX, t, dims, ndims, keepdim, -1, 0);
     return red_extreme(out, t, dims, ndims, keepdim, GRAFT_RED_MAX, "amax");
 }
 graft_status graft_reduce_amin(graft_tensor **out, graft_tensor *t, const int *dims, int ndims, bool keepdim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_AMIN, t, dims, ndims, keepdim, -1, 0);
     return red_extreme(out, t, dims, ndims, keepdim, GRAFT_RED_MIN, "amin");
 }
 graft_status graft_reduce_max_all(graft_tensor **out, graft_tensor *t) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_MAX_ALL, t, NULL, 0, false, -1, 0);
     return red_extreme(out, t, NULL, 0, false, GRAFT_RED_MAX, "max");
 }
 graft_status graft_reduce_min_all(graft_tensor **out, graft_tensor *t) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_MIN_ALL, t, NULL, 0, false, -1, 0);
     return red_extreme(out, t, NULL, 0, false, GRAFT_RED_MIN, "min");
 }
 
@@ -213,10 +221,12 @@ static graft_status red_extreme_dim(graft_tensor **values, graft_tensor **indice
 
 graft_status graft_reduce_max_dim(graft_tensor **values, graft_tensor **indices, graft_tensor *t, int dim,
                                   bool keepdim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce_dim(values, indices, t, dim, keepdim, true);
     return red_extreme_dim(values, indices, t, dim, keepdim, GRAFT_RED_ARGMAX, "max");
 }
 graft_status graft_reduce_min_dim(graft_tensor **values, graft_tensor **indices, graft_tensor *t, int dim,
                                   bool keepdim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce_dim(values, indices, t, dim, keepdim, false);
     return red_extreme_dim(values, indices, t, dim, keepdim, GRAFT_RED_ARGMIN, "min");
 }
 
@@ -271,15 +281,18 @@ static graft_status red_var(graft_tensor **out, graft_tensor *t, const int *dims
 
 graft_status graft_reduce_var(graft_tensor **out, graft_tensor *t, const int *dims, int ndims, double correction,
                               bool keepdim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_VAR, t, dims, ndims, keepdim, -1, correction);
     return red_var(out, t, dims, ndims, correction, keepdim, false, "var");
 }
 graft_status graft_reduce_std(graft_tensor **out, graft_tensor *t, const int *dims, int ndims, double correction,
                               bool keepdim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_STD, t, dims, ndims, keepdim, -1, correction);
     return red_var(out, t, dims, ndims, correction, keepdim, true, "std");
 }
 
 graft_status graft_reduce_norm(graft_tensor **out, graft_tensor *t, double p, const int *dims, int ndims,
                                bool keepdim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_NORM, t, dims, ndims, keepdim, -1, p);
     *out = NULL;
     if (!graft_dtype_is_float(t->dtype))
         return graft_error(GRAFT_ETYPE, "norm: input dtype should be floating point, got %s",
@@ -292,6 +305,7 @@ graft_status graft_reduce_norm(graft_tensor **out, graft_tensor *t, double p, co
 /* PyTorch's formula: m = amax(x) (0 where m is infinite), then log(sum(exp(x - m))) + m. */
 graft_status graft_reduce_logsumexp(graft_tensor **out, graft_tensor *t, const int *dims, int ndims,
                                     bool keepdim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_reduce(out, GRAFT_AG_LOGSUMEXP, t, dims, ndims, keepdim, -1, 0);
     uint32_t mask;
     int64_t shape[GRAFT_MAX_DIMS];
     *out = NULL;
@@ -360,8 +374,10 @@ done:
 }
 
 graft_status graft_reduce_cumsum(graft_tensor **out, graft_tensor *t, int dim, int dtype) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_scan(out, t, dim, dtype, false);
     return red_scan(out, t, dim, dtype, false, "cumsum");
 }
 graft_status graft_reduce_cumprod(graft_tensor **out, graft_tensor *t, int dim, int dtype) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_scan(out, t, dim, dtype, true);
     return red_scan(out, t, dim, dtype, true, "cumprod");
 }

@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "autograd/record.h"
+
 #define SHAPE_BUF (GRAFT_MAX_DIMS * 24 + 3)
 
 graft_status graft_infer_shape(int64_t *shape, int ndim, int64_t numel, const char *op) {
@@ -70,6 +72,7 @@ static bool view_strides(const graft_tensor *t, int ndim, const int64_t *shape, 
 }
 
 graft_status graft_view(graft_tensor **out, graft_tensor *t, int ndim, const int64_t *shape_in) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_view(out, t, ndim, shape_in, false);
     int64_t shape[GRAFT_MAX_DIMS], stride[GRAFT_MAX_DIMS];
     *out = NULL;
     if (ndim > GRAFT_MAX_DIMS) return graft_error(GRAFT_EINVAL, "view: at most %d dims", GRAFT_MAX_DIMS);
@@ -83,6 +86,7 @@ graft_status graft_view(graft_tensor **out, graft_tensor *t, int ndim, const int
 }
 
 graft_status graft_reshape(graft_tensor **out, graft_tensor *t, int ndim, const int64_t *shape_in) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_view(out, t, ndim, shape_in, true);
     int64_t shape[GRAFT_MAX_DIMS], stride[GRAFT_MAX_DIMS];
     *out = NULL;
     if (ndim > GRAFT_MAX_DIMS) return graft_error(GRAFT_EINVAL, "reshape: at most %d dims", GRAFT_MAX_DIMS);
@@ -100,6 +104,7 @@ graft_status graft_reshape(graft_tensor **out, graft_tensor *t, int ndim, const 
 }
 
 graft_status graft_flatten(graft_tensor **out, graft_tensor *t, int start, int end) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_flatten(out, t, start, end);
     *out = NULL;
     if (t->ndim == 0) return graft_reshape(out, t, 1, (int64_t[]){1});
     if (start > end) return graft_error(GRAFT_EINVAL, "flatten: start_dim %d comes after end_dim %d", start + 1, end + 1);
@@ -114,6 +119,7 @@ graft_status graft_flatten(graft_tensor **out, graft_tensor *t, int start, int e
 }
 
 graft_status graft_squeeze(graft_tensor **out, graft_tensor *t, int dim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_squeeze(out, t, dim);
     int64_t shape[GRAFT_MAX_DIMS], stride[GRAFT_MAX_DIMS];
     int n = 0;
     for (int i = 0; i < t->ndim; i++) {
@@ -126,6 +132,7 @@ graft_status graft_squeeze(graft_tensor **out, graft_tensor *t, int dim) {
 }
 
 graft_status graft_unsqueeze(graft_tensor **out, graft_tensor *t, int dim) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_unsqueeze(out, t, dim);
     *out = NULL;
     if (t->ndim >= GRAFT_MAX_DIMS) return graft_error(GRAFT_EINVAL, "unsqueeze: at most %d dims", GRAFT_MAX_DIMS);
     if (dim < 0 || dim > t->ndim)
@@ -146,6 +153,7 @@ graft_status graft_unsqueeze(graft_tensor **out, graft_tensor *t, int dim) {
 }
 
 graft_status graft_transpose(graft_tensor **out, graft_tensor *t, int d0, int d1) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_transpose(out, t, d0, d1);
     int64_t shape[GRAFT_MAX_DIMS], stride[GRAFT_MAX_DIMS];
     *out = NULL;
     if (t->ndim == 0 && d0 == 0 && d1 == 0) return graft_tensor_view_of(out, t, 0, t->shape, t->stride, t->offset);
@@ -160,6 +168,7 @@ graft_status graft_transpose(graft_tensor **out, graft_tensor *t, int d0, int d1
 }
 
 graft_status graft_permute(graft_tensor **out, graft_tensor *t, const int *perm, int n) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_permute(out, t, perm, n);
     int64_t shape[GRAFT_MAX_DIMS], stride[GRAFT_MAX_DIMS];
     bool seen[GRAFT_MAX_DIMS] = {false};
     *out = NULL;
@@ -177,6 +186,7 @@ graft_status graft_permute(graft_tensor **out, graft_tensor *t, const int *perm,
 }
 
 graft_status graft_expand(graft_tensor **out, graft_tensor *t, int ndim, const int64_t *sizes) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_expand(out, t, ndim, sizes);
     int64_t shape[GRAFT_MAX_DIMS], stride[GRAFT_MAX_DIMS];
     char a[SHAPE_BUF], b[SHAPE_BUF];
     *out = NULL;
@@ -209,6 +219,7 @@ graft_status graft_expand(graft_tensor **out, graft_tensor *t, int ndim, const i
 }
 
 graft_status graft_narrow(graft_tensor **out, graft_tensor *t, int dim, int64_t start, int64_t length) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_narrow(out, t, dim, start, length);
     *out = NULL;
     if (dim < 0 || dim >= t->ndim)
         return graft_error(GRAFT_EINDEX, "narrow: dim %d is out of range for a tensor with %d dims", dim + 1, t->ndim);
@@ -222,6 +233,7 @@ graft_status graft_narrow(graft_tensor **out, graft_tensor *t, int dim, int64_t 
 }
 
 graft_status graft_slice(graft_tensor **out, graft_tensor *t, int dim, int64_t start, int64_t stop, int64_t step) {
+    if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_slice(out, t, dim, start, stop, step);
     *out = NULL;
     if (dim < 0 || dim >= t->ndim)
         return graft_error(GRAFT_EINDEX, "slice: dim %d is out of range for a tensor with %d dims", dim + 1, t->ndim);

@@ -1,4 +1,587 @@
-/* graft bindings: autograd (placeholder until the autograd bindings land). */
+/* graft bindings: autograd. Tensor properties (requires_grad, grad, grad_fn, is_leaf),
+ * backward/detach/retain_grad, grad mode (no_grad, enable_grad), the grad_fn object,
+ * {requires_grad = true} on the creation functions, and differentiable versions of the
+ * methods that live in tensor.c (clone, contiguous, to, copy_, select, t, unbind, the
+ * fills, t[i]); registered after every other binding, so these replace them. */
 #include "bind.h"
 
-void graft_bind_autograd(lua_State *L) { (void)L; }
+#include <string.h>
+
+#include "autograd/autograd.h"
+
+#define AG_NODE_MT "graft.Node"
+
+/* ---- grad_fn objects ---- */
+
+static void ag_push_node(lua_State *L, graft_node *n) {
+    if (!n) {
+        lua_pushnil(L);
+        return;
+    }
+    graft_node **p = lua_newuserdatauv(L, sizeof *p, 0);
+    *p = NULL;
+    luaL_setmetatable(L, AG_NODE_MT);
+    graft_node_retain(n);
+    *p = n;
+}
+
+static graft_node *ag_check_node(lua_State *L, int idx) {
+    graft_node **p = luaL_checkudata(L, idx, AG_NODE_MT);
+    if (!*p) luaL_argerror(L, idx, "node is released");
+    return *p;
+}
+
+static int node_gc(lua_State *L) {
+    graft_node **p = luaL_checkudata(L, 1, AG_NODE_MT);
+    graft_node_release(*p);
+    *p = NULL;
+    return 0;
+}
+
+static int node_tostring(lua_State *L) {
+    lua_pushstring(L, graft_node_name(ag_check_node(L, 1)));
+    return 1;
+}
+
+static int node_concat(lua_State *L) {
+    luaL_tolstring(L, 1, NULL);
+    luaL_tolstring(L, 2, NULL);
+    lua_concat(L, 2);
+    return 1;
+}
+
+static int node_eq(lua_State *L) {
+    graft_node **a = luaL_testudata(L, 1, AG_NODE_MT), **b = luaL_testudata(L, 2, AG_NODE_MT);
+    lua_pushboolean(L, a && b && *a == *b);
+    return 1;
+}
+
+static int node_name(lua_State *L) { return node_tostring(L); }
+
+/* next_functions: {{node or nil, 0}, ...} per input, as PyTorch's tuple of pairs. */
+static int node_next_functions(lua_State *L) {
+    graft_node *n = ag_check_node(L, 1);
+    int k = graft_node_num_inputs(n);
+    lua_createtable(L, k, 0);
+    for (int i = 0; i < k; i++) {
+        lua_createtable(L, 2, 0);
+        ag_push_node(L, graft_node_next(n, i));
+        lua_rawseti(L, -2, 1);
+        lua_pushinteger(L, 0);
+        lua_rawseti(L, -2, 2);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+static int node_index(lua_State *L) {
+    ag_check_node(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "name") == 0) lua_pushcfunction(L, node_name);
+    else if (strcmp(k, "next_functions") == 0) return node_next_functions(L);
+    else lua_pushnil(L);
+    return 1;
+}
+
+/* ---- properties ---- */
+
+static int p_requires_grad(lua_State *L) {
+    lua_pushboolean(L, graft_requires_grad(lg_check(L, 1)));
+    return 1;
+}
+
+static int p_set_requires_grad(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    luaL_argexpected(L, lua_isboolean(L, 2), 2, "boolean");
+    if (graft_set_requires_grad(t, lua_toboolean(L, 2))) return lg_raise(L);
+    return 0;
+}
+
+static int p_grad(lua_State *L) {
+    graft_tensor *g = graft_grad(lg_check(L, 1));
+    if (!g) return lua_pushnil(L), 1;
+    graft_tensor_retain(g);
+    lg_push(L, g);
+    return 1;
+}
+
+static int p_set_grad(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    graft_tensor *g = lua_isnil(L, 2) ? NULL : lg_test(L, 2);
+    if (!g && !lua_isnil(L, 2)) return luaL_error(L, "grad: expected a tensor or nil, got %s", luaL_typename(L, 2));
+    if (graft_set_grad(t, g)) return lg_raise(L);
+    return 0;
+}
+
+static int p_grad_fn(lua_State *L) {
+    ag_push_node(L, graft_grad_fn(lg_check(L, 1)));
+    return 1;
+}
+
+static int p_is_leaf(lua_State *L) {
+    lua_pushboolean(L, graft_is_leaf(lg_check(L, 1)));
+    return 1;
+}
+
+static int p_retains_grad(lua_State *L) {
+    lua_pushboolean(L, graft_retains_grad(lg_check(L, 1)));
+    return 1;
+}
+
+static int p_version(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)lg_check(L, 1)->storage->version);
+    return 1;
+}
+
+/* ---- methods ---- */
+
+/* t:backward([grad] [, {retain_graph = false}]) */
+static int m_backward(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    graft_tensor *grad = lg_test(L, 2);
+    if (!grad && !lua_isnoneornil(L, 2) && lua_type(L, 2) != LUA_TTABLE)
+        return luaL_error(L, "backward: expected a gradient tensor or an options table, got %s", luaL_typename(L, 2));
+    int opts = lg_opts_index(L, 2);
+    bool retain = lg_opt_bool(L, opts, "retain_graph", 0);
+    if (lg_opt_bool(L, opts, "create_graph", 0))
+        return luaL_error(L, "backward: create_graph is not supported (no higher-order gradients)");
+    if (graft_backward(t, grad, retain)) return lg_raise(L);
+    return 0;
+}
+
+static int m_detach(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    graft_tensor **out = lg_shell(L);
+    if (graft_detach(out, t)) return lg_raise(L);
+    return 1;
+}
+
+static int m_detach_(lua_State *L) {
+    if (graft_detach_(lg_check(L, 1))) return lg_raise(L);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int m_requires_grad_(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    bool on = lua_isnoneornil(L, 2) ? true : lua_toboolean(L, 2);
+    if (graft_set_requires_grad(t, on)) return lg_raise(L);
+    lua_settop(L, 1);
+    return 1;
+}
+
+static int m_retain_grad(lua_State *L) {
+    if (graft_retain_grad(lg_check(L, 1))) return lg_raise(L);
+    return 0;
+}
+
+static int m_clone(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    graft_tensor **out = lg_shell(L);
+    if (graft_ag_clone(out, t)) return lg_raise(L);
+    return 1;
+}
+
+static int m_contiguous(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    if (graft_tensor_is_contiguous(t)) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    graft_tensor **out = lg_shell(L);
+    if (graft_ag_contiguous(out, t)) return lg_raise(L);
+    return 1;
+}
+
+static int ag_to_dtype(lua_State *L, graft_tensor *t, graft_dtype d) {
+    if (t->dtype == d) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    graft_tensor **out = lg_shell(L);
+    if (graft_ag_to_dtype(out, t, d)) return lg_raise(L);
+    return 1;
+}
+
+/* t:to("float16"), t:to("cpu"), t:to({dtype = ..., device = ...}), t:to(other) */
+static int m_to(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    graft_dtype d = t->dtype;
+    graft_device dev = graft_tensor_device(t);
+    graft_tensor *other = lg_test(L, 2);
+    if (other) {
+        d = other->dtype;
+        dev = graft_tensor_device(other);
+    } else if (lua_type(L, 2) == LUA_TSTRING) {
+        const char *s = lua_tostring(L, 2);
+        int dt = graft_dtype_from_name(s);
+        if (dt >= 0) d = (graft_dtype)dt;
+        else if (graft_device_parse(&dev, s)) return luaL_error(L, "to: \"%s\" is neither a dtype nor a device", s);
+        if (lua_type(L, 3) == LUA_TSTRING) d = lg_check_dtype(L, 3);
+    } else if (lua_type(L, 2) == LUA_TTABLE) {
+        d = (graft_dtype)lg_opt_dtype(L, 2, d);
+        dev = lg_opt_device(L, 2, dev);
+    } else {
+        return luaL_argerror(L, 2, "expected a dtype, a device, a tensor or an options table");
+    }
+    if (!graft_device_eq(dev, graft_tensor_device(t))) {
+        char buf[16];
+        return luaL_error(L, "to: device %s is not available in this build", graft_device_str(dev, buf));
+    }
+    lua_settop(L, 1);
+    return ag_to_dtype(L, t, d);
+}
+
+#define AG_CONVERT(fname, D) \
+    static int fname(lua_State *L) { return ag_to_dtype(L, lg_check(L, 1), D); }
+AG_CONVERT(m_float, GRAFT_F32)
+AG_CONVERT(m_double, GRAFT_F64)
+AG_CONVERT(m_half, GRAFT_F16)
+AG_CONVERT(m_bfloat16, GRAFT_BF16)
+
+static int m_copy_(lua_State *L) {
+    graft_tensor *dst = lg_check(L, 1), *src = lg_check(L, 2);
+    if (graft_ag_copy_(dst, src)) return lg_raise(L);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* select(dim, index): index 1-based (negative from the end); the dim is removed. */
+static int m_select(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    if (t->ndim == 0) return luaL_error(L, "select: cannot select from a 0-dim tensor");
+    int dim = lg_check_dim(L, 2, t->ndim, "select");
+    int64_t idx = lg_index(L, luaL_checkinteger(L, 3), t->shape[dim], "select");
+    graft_tensor **out = lg_shell(L);
+    if (graft_ag_select(out, t, dim, idx)) return lg_raise(L);
+    return 1;
+}
+
+static int m_t(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    if (t->ndim > 2) return luaL_error(L, "t: expects a tensor with at most 2 dims, got %d (use transpose)", t->ndim);
+    graft_tensor **out = lg_shell(L);
+    if (graft_ag_t(out, t)) return lg_raise(L);
+    return 1;
+}
+
+/* unbind([dim = 1]): a list of the slices along dim (views). */
+static int m_unbind(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    if (t->ndim == 0) return luaL_error(L, "unbind: cannot unbind a 0-dim tensor");
+    int dim = lua_isnoneornil(L, 2) ? 0 : lg_check_dim(L, 2, t->ndim, "unbind");
+    int64_t n = t->shape[dim];
+    lua_createtable(L, (int)(n < 1 << 20 ? n : 0), 0);
+    for (int64_t i = 0; i < n; i++) {
+        graft_tensor **out = lg_shell(L);
+        if (graft_ag_select(out, t, dim, i)) return lg_raise(L);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+/* ---- wrappers around methods of other bindings (the original is upvalue 1) ---- */
+
+/* In-place fills: refuse leaves that require grad, run the original, then give a
+ * tensor with history a zero-gradient node. Upvalue 2: the node's name. */
+static int w_fill(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    const char *node = lua_tostring(L, lua_upvalueindex(2));
+    if (graft_ag_fill_begin(t, node)) return lg_raise(L);
+    int n = lua_gettop(L);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, 1);
+    if (graft_ag_fill_end(t, node)) return lg_raise(L);
+    return 1;
+}
+
+/* Out-of-place scatter/scatter_add/index_add: the binding clones without recording, so
+ * with grad in play this is a recorded clone then the in-place method (upvalue 2). */
+static int w_outofplace(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    graft_tensor *src = lg_test(L, 4);
+    int n = lua_gettop(L);
+    if (!graft_grad_enabled() || !(graft_requires_grad(t) || (src && graft_requires_grad(src)))) {
+        lua_pushvalue(L, lua_upvalueindex(1));
+        lua_insert(L, 1);
+        lua_call(L, n, 1);
+        return 1;
+    }
+    graft_tensor **c = lg_shell(L);
+    if (graft_ag_clone(c, t)) return lg_raise(L);
+    lua_replace(L, 1); /* the clone takes t's place */
+    lua_settop(L, n);
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_insert(L, 1);
+    lua_call(L, n, 1);
+    return 1;
+}
+
+/* norm(..., {dtype = d}): the binding converts the input without recording, so with grad
+ * in play the conversion is done here, recorded, and norm sees the dtype it asks for. */
+static int w_norm(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    int n = lua_gettop(L);
+    int opts = lg_opts_index(L, 2);
+    int d = lg_opt_dtype(L, opts, -1);
+    if (d >= 0 && d != (int)t->dtype && graft_grad_enabled() && graft_requires_grad(t)) {
+        graft_tensor **c = lg_shell(L);
+        if (graft_ag_to_dtype(c, t, (graft_dtype)d)) return lg_raise(L);
+        lua_replace(L, 1);
+        lua_settop(L, n);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, 1);
+    return 1;
+}
+
+/* Creation functions with {requires_grad = true} in a trailing options table. */
+static int w_creation(lua_State *L) {
+    int n = lua_gettop(L);
+    bool rg = false;
+    if (n > 0 && lua_type(L, n) == LUA_TTABLE && !lg_test(L, n)) {
+        lua_getfield(L, n, "requires_grad");
+        rg = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, n, 1);
+    if (rg) {
+        graft_tensor *t = lg_check(L, -1);
+        if (graft_set_requires_grad(t, true)) return lg_raise(L);
+    }
+    return 1;
+}
+
+/* ---- t[i] and t[i] = v ---- */
+
+/* As tensor.c's __index, with a recorded select: t.name (a method, then a property
+ * getter), t[i] (select along dim 1), t[{...}] (the `index` method). Upvalues: the
+ * method and getter tables. */
+static int mt_index(lua_State *L) {
+    int kt = lua_type(L, 2);
+    if (kt == LUA_TSTRING) {
+        lua_pushvalue(L, 2);
+        if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+        lua_pop(L, 1);
+        lua_pushvalue(L, 2);
+        if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) {
+            lua_pushvalue(L, 1);
+            lua_call(L, 1, 1);
+            return 1;
+        }
+        return 0;
+    }
+    graft_tensor *t = lg_check(L, 1);
+    if (kt == LUA_TNUMBER) {
+        int isint;
+        lua_Integer i = lua_tointegerx(L, 2, &isint);
+        if (!isint) return luaL_error(L, "select: index %s is not an integer", lua_tostring(L, 2));
+        if (t->ndim == 0) return luaL_error(L, "select: cannot index a 0-dim tensor");
+        int64_t idx = lg_index(L, i, t->shape[0], "select");
+        graft_tensor **out = lg_shell(L);
+        if (graft_ag_select(out, t, 0, idx)) return lg_raise(L);
+        return 1;
+    }
+    if (kt == LUA_TTABLE || lg_test(L, 2)) {
+        lua_pushliteral(L, "index");
+        if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNIL) return luaL_error(L, "indexing with a table is not available");
+        lua_pushvalue(L, 1);
+        lua_pushvalue(L, 2);
+        lua_call(L, 2, 1);
+        return 1;
+    }
+    return luaL_error(L, "cannot index a tensor with a %s", luaL_typename(L, 2));
+}
+
+/* t[i] = v with grad in play goes through index_put_ (recorded, and refused on leaves
+ * that require grad); everything else to the original __newindex (upvalue 1).
+ * Upvalue 2: the method table. */
+static int mt_newindex(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TNUMBER && graft_grad_enabled()) {
+        graft_tensor *t = lg_test(L, 1), *v = lg_test(L, 3);
+        if (t && (t->autograd || (v && v->autograd))) {
+            lua_pushliteral(L, "index_put_");
+            lua_rawget(L, lua_upvalueindex(2));
+            lua_pushvalue(L, 1);
+            lua_createtable(L, 1, 0);
+            lua_pushvalue(L, 2);
+            lua_rawseti(L, -2, 1);
+            lua_pushvalue(L, 3);
+            lua_call(L, 3, 0);
+            return 0;
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 0);
+    return 0;
+}
+
+/* ---- grad mode ---- */
+
+/* Runs fn(...) (at 1..top) with grad mode `on`, restoring the mode even when fn errors;
+ * returns fn's results. */
+static int ag_with_mode(lua_State *L, bool on) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int base = lua_gettop(L);
+    bool prev = graft_set_grad_enabled(on);
+    int st = lua_pcall(L, base - 1, LUA_MULTRET, 0);
+    graft_set_grad_enabled(prev);
+    if (st != LUA_OK) return lua_error(L);
+    return lua_gettop(L);
+}
+
+static int l_no_grad(lua_State *L) { return ag_with_mode(L, false); }
+static int l_enable_grad(lua_State *L) { return ag_with_mode(L, true); }
+
+static int l_is_grad_enabled(lua_State *L) {
+    lua_pushboolean(L, graft_grad_enabled());
+    return 1;
+}
+
+static int l_set_grad_enabled(lua_State *L) {
+    luaL_argexpected(L, lua_isboolean(L, 1), 1, "boolean");
+    lua_pushboolean(L, graft_set_grad_enabled(lua_toboolean(L, 1)));
+    return 1;
+}
+
+static int l_counters(lua_State *L) {
+    graft_ag_counters c;
+    graft_ag_get_counters(&c);
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, c.nodes_run); lua_setfield(L, -2, "nodes_run");
+    lua_pushinteger(L, c.grads_computed); lua_setfield(L, -2, "grads_computed");
+    lua_pushinteger(L, c.grads_unused); lua_setfield(L, -2, "grads_unused");
+    lua_pushinteger(L, c.nodes_live); lua_setfield(L, -2, "nodes_live");
+    return 1;
+}
+
+static int l_reset_counters(lua_State *L) {
+    (void)L;
+    graft_ag_reset_counters();
+    return 0;
+}
+
+/* ---- registration ---- */
+
+static const luaL_Reg ag_methods[] = {
+    {"backward", m_backward}, {"detach", m_detach}, {"detach_", m_detach_},
+    {"requires_grad_", m_requires_grad_}, {"retain_grad", m_retain_grad}, {"clone", m_clone},
+    {"contiguous", m_contiguous}, {"to", m_to}, {"type", m_to}, {"float", m_float}, {"double", m_double},
+    {"half", m_half}, {"bfloat16", m_bfloat16}, {"copy_", m_copy_}, {"select", m_select}, {"t", m_t},
+    {"unbind", m_unbind}, {NULL, NULL}};
+
+/* Module functions that are also methods (graft.select(t, ...), graft.clone(t)...). */
+static const luaL_Reg ag_both[] = {
+    {"clone", m_clone}, {"select", m_select}, {"t", m_t}, {"unbind", m_unbind}, {"detach", m_detach},
+    {NULL, NULL}};
+
+static const luaL_Reg ag_functions[] = {
+    {"no_grad", l_no_grad}, {"enable_grad", l_enable_grad}, {"is_grad_enabled", l_is_grad_enabled},
+    {"set_grad_enabled", l_set_grad_enabled}, {"_autograd_counters", l_counters},
+    {"_autograd_reset_counters", l_reset_counters}, {NULL, NULL}};
+
+static const luaL_Reg node_meta[] = {
+    {"__gc", node_gc}, {"__tostring", node_tostring}, {"__eq", node_eq}, {"__index", node_index},
+    {"__concat", node_concat}, {NULL, NULL}};
+
+/* Registers name = fn in the table at idx. */
+static void ag_set(lua_State *L, int idx, const char *name, lua_CFunction fn) {
+    lua_pushcfunction(L, fn);
+    lua_setfield(L, idx, name);
+}
+
+/* Replaces table[name] by a closure of fn over the original (and up to one more value
+ * already pushed, or none when extra is NULL). */
+static void ag_wrap(lua_State *L, int tbl, const char *name, lua_CFunction fn, const char *extra) {
+    if (lua_getfield(L, tbl, name) == LUA_TNIL) {
+        lua_pop(L, 1);
+        return;
+    }
+    int nup = 1;
+    if (extra) {
+        lua_pushstring(L, extra);
+        nup = 2;
+    }
+    lua_pushcclosure(L, fn, nup);
+    lua_setfield(L, tbl, name);
+}
+
+void graft_bind_autograd(lua_State *L) {
+    int module = lua_gettop(L);
+    luaL_newmetatable(L, AG_NODE_MT);
+    luaL_setfuncs(L, node_meta, 0);
+    lua_pushliteral(L, AG_NODE_MT);
+    lua_setfield(L, -2, "__name");
+    lua_settop(L, module);
+
+    lg_register_methods(L, ag_methods);
+    lua_settop(L, module);
+    lg_register_functions(L, ag_both);
+    lg_register_functions(L, ag_functions);
+
+    lua_getfield(L, module, "_getters");
+    int getters = lua_gettop(L);
+    ag_set(L, getters, "requires_grad", p_requires_grad);
+    ag_set(L, getters, "grad", p_grad);
+    ag_set(L, getters, "grad_fn", p_grad_fn);
+    ag_set(L, getters, "is_leaf", p_is_leaf);
+    ag_set(L, getters, "retains_grad", p_retains_grad);
+    ag_set(L, getters, "_version", p_version);
+    lua_getfield(L, module, "_setters");
+    int setters = lua_gettop(L);
+    ag_set(L, setters, "requires_grad", p_set_requires_grad);
+    ag_set(L, setters, "grad", p_set_grad);
+
+    /* fills */
+    lua_getfield(L, module, "_methods");
+    int methods = lua_gettop(L);
+    ag_wrap(L, methods, "fill_", w_fill, "FillBackward0");
+    ag_wrap(L, methods, "zero_", w_fill, "ZeroBackward0");
+    ag_wrap(L, methods, "uniform_", w_fill, "UniformBackward0");
+    ag_wrap(L, methods, "normal_", w_fill, "NormalBackward0");
+    ag_wrap(L, methods, "random_", w_fill, "RandomBackward0");
+
+    ag_wrap(L, methods, "norm", w_norm, NULL);
+    ag_wrap(L, module, "norm", w_norm, NULL);
+
+    /* out-of-place scatter family: upvalue 2 is the in-place method */
+    static const char *const oop[][2] = {{"scatter", "scatter_"}, {"scatter_add", "scatter_add_"},
+                                         {"index_add", "index_add_"}};
+    for (int i = 0; i < 3; i++) {
+        for (int where = 0; where < 2; where++) {
+            int tbl = where ? module : methods;
+            if (lua_getfield(L, tbl, oop[i][0]) == LUA_TNIL) {
+                lua_pop(L, 1);
+                continue;
+            }
+            lua_getfield(L, methods, oop[i][1]);
+            lua_pushcclosure(L, w_outofplace, 2);
+            lua_setfield(L, tbl, oop[i][0]);
+        }
+    }
+
+    /* creation functions */
+    static const char *const creators[] = {"empty", "zeros", "ones", "full", "empty_like", "zeros_like",
+                                           "ones_like", "full_like", "rand_like", "randn_like", "rand", "randn",
+                                           "arange", "linspace", "eye", "tensor", "randint", "randint_like",
+                                           "randperm", "frombuffer", NULL};
+    for (int i = 0; creators[i]; i++) ag_wrap(L, module, creators[i], w_creation, NULL);
+
+    /* t[i] and t[i] = v */
+    lua_getfield(L, module, "_Tensor");
+    int mt = lua_gettop(L);
+    lua_pushvalue(L, methods);
+    lua_pushvalue(L, getters);
+    lua_pushcclosure(L, mt_index, 2);
+    lua_setfield(L, mt, "__index");
+    lua_getfield(L, mt, "__newindex");
+    lua_pushvalue(L, methods);
+    lua_pushcclosure(L, mt_newindex, 2);
+    lua_setfield(L, mt, "__newindex");
+    lua_settop(L, module);
+}

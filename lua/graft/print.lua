@@ -134,6 +134,8 @@ local function shape_str(t)
 end
 
 function M.tensor_tostring(t)
+  local grad_fn, requires_grad = t.grad_fn, t.requires_grad
+  t = t:detach() -- printing reads elements through selects: record none
   local dtype, numel = t:dtype(), t:numel()
   local floating = t:is_floating_point()
   local prefix = "tensor("
@@ -151,6 +153,11 @@ function M.tensor_tostring(t)
   if t:device() ~= "cpu" then suffixes[#suffixes + 1] = "device='" .. t:device() .. "'" end
   if dtype ~= "float32" and dtype ~= "int64" and dtype ~= "bool" then
     suffixes[#suffixes + 1] = "dtype=" .. dtype
+  end
+  if grad_fn then
+    suffixes[#suffixes + 1] = "grad_fn=<" .. tostring(grad_fn) .. ">"
+  elseif requires_grad then
+    suffixes[#suffixes + 1] = "requires_grad=True"
   end
   local s = prefix .. body
   if #suffixes > 0 then s = s .. ", " .. table.concat(suffixes, ", ") end

@@ -100,5 +100,18 @@ function H.raises(fragment, fn, ...)
   end)
 end
 
+-- assert.gradcheck(fn, inputs [, opts]): analytic gradients match finite differences
+-- (spec/helpers/gradcheck.lua).
+H.gradcheck = require("spec.helpers.gradcheck")
+local function gradcheck_assertion(state, args)
+  local ok, why = H.gradcheck(args[1], args[2], args[3])
+  state.failure_message = why
+  return ok
+end
+say:set("assertion.gradcheck.positive", "Expected gradients to match finite differences")
+say:set("assertion.gradcheck.negative", "Expected gradients to differ from finite differences")
+assert:register("assertion", "gradcheck", gradcheck_assertion, "assertion.gradcheck.positive",
+  "assertion.gradcheck.negative")
+
 H.flat = flat
 return H
