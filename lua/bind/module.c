@@ -34,6 +34,13 @@ int luaopen_graft(lua_State *L) {
     lua_settop(L, module);
     graft_bind_linalg(L);
     lua_settop(L, module);
+    lua_newtable(L); /* graft.F: the functional neural-network ops */
+    lua_pushvalue(L, -1);
+    lua_setfield(L, module, "F");
+    graft_bind_nn_spatial(L);
+    lua_settop(L, module + 1);
+    graft_bind_nn_functional(L);
+    lua_settop(L, module);
     graft_bind_autograd(L); /* after the op bindings: it may wrap their methods */
     lua_settop(L, module);
     graft_bind_pth(L);
