@@ -112,7 +112,7 @@ asan: $(BUILD)/.deps
 # spec/fuzz/corpus/NAME (copied to build-fuzz/corpus/NAME, which collects new inputs).
 FUZZ_SECONDS ?= 60
 FUZZ_SRC := $(sort $(wildcard spec/fuzz/fuzz_*.c))
-FUZZ_FLAGS = -fsanitize=address,undefined -fno-omit-frame-pointer
+FUZZ_FLAGS = -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 fuzz: $(BUILD)/.deps
 	@for p in clang libclang-rt-14-dev; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then echo "fuzz: installing Debian packages:$$missing"; \

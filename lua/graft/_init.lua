@@ -19,4 +19,6 @@ graft._Placeholder = {
 }
 function graft.is_placeholder(x) return getmetatable(x) == graft._Placeholder end
 
+require("graft.checkpoint") -- installs graft.load, graft.save and graft.state
+
 return graft
