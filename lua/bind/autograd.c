@@ -175,96 +175,6 @@ static int m_retain_grad(lua_State *L) {
     return 0;
 }
 
-static int m_clone(lua_State *L) {
-    graft_tensor *t = lg_check(L, 1);
-    graft_tensor **out = lg_shell(L);
-    if (graft_ag_clone(out, t)) return lg_raise(L);
-    return 1;
-}
-
-static int m_contiguous(lua_State *L) {
-    graft_tensor *t = lg_check(L, 1);
-    if (graft_tensor_is_contiguous(t)) {
-        lua_settop(L, 1);
-        return 1;
-    }
-    graft_tensor **out = lg_shell(L);
-    if (graft_ag_contiguous(out, t)) return lg_raise(L);
-    return 1;
-}
-
-static int ag_to_dtype(lua_State *L, graft_tensor *t, graft_dtype d) {
-    if (t->dtype == d) {
-        lua_settop(L, 1);
-        return 1;
-    }
-    graft_tensor **out = lg_shell(L);
-    if (graft_ag_to_dtype(out, t, d)) return lg_raise(L);
-    return 1;
-}
-
-/* t:to("float16"), t:to("cpu"), t:to({dtype = ..., device = ...}), t:to(other) */
-static int m_to(lua_State *L) {
-    graft_tensor *t = lg_check(L, 1);
-    graft_dtype d = t->dtype;
-    graft_device dev = graft_tensor_device(t);
-    graft_tensor *other = lg_test(L, 2);
-    if (other) {
-        d = other->dtype;
-        dev = graft_tensor_device(other);
-    } else if (lua_type(L, 2) == LUA_TSTRING) {
-        const char *s = lua_tostring(L, 2);
-        int dt = graft_dtype_from_name(s);
-        if (dt >= 0) d = (graft_dtype)dt;
-        else if (graft_device_parse(&dev, s)) return luaL_error(L, "to: \"%s\" is neither a dtype nor a device", s);
-        if (lua_type(L, 3) == LUA_TSTRING) d = lg_check_dtype(L, 3);
-    } else if (lua_type(L, 2) == LUA_TTABLE) {
-        d = (graft_dtype)lg_opt_dtype(L, 2, d);
-        dev = lg_opt_device(L, 2, dev);
-    } else {
-        return luaL_argerror(L, 2, "expected a dtype, a device, a tensor or an options table");
-    }
-    if (!graft_device_eq(dev, graft_tensor_device(t))) {
-        char buf[16];
-        return luaL_error(L, "to: device %s is not available in this build", graft_device_str(dev, buf));
-    }
-    lua_settop(L, 1);
-    return ag_to_dtype(L, t, d);
-}
-
-#define AG_CONVERT(fname, D) \
-    static int fname(lua_State *L) { return ag_to_dtype(L, lg_check(L, 1), D); }
-AG_CONVERT(m_float, GRAFT_F32)
-AG_CONVERT(m_double, GRAFT_F64)
-AG_CONVERT(m_half, GRAFT_F16)
-AG_CONVERT(m_bfloat16, GRAFT_BF16)
-
-static int m_copy_(lua_State *L) {
-    graft_tensor *dst = lg_check(L, 1), *src = lg_check(L, 2);
-    if (graft_ag_copy_(dst, src)) return lg_raise(L);
-    lua_settop(L, 1);
-    return 1;
-}
-
-/* select(dim, index): index 1-based (negative from the end); the dim is removed. */
-static int m_select(lua_State *L) {
-    graft_tensor *t = lg_check(L, 1);
-    if (t->ndim == 0) return luaL_error(L, "select: cannot select from a 0-dim tensor");
-    int dim = lg_check_dim(L, 2, t->ndim, "select");
-    int64_t idx = lg_index(L, luaL_checkinteger(L, 3), t->shape[dim], "select");
-    graft_tensor **out = lg_shell(L);
-    if (graft_ag_select(out, t, dim, idx)) return lg_raise(L);
-    return 1;
-}
-
-static int m_t(lua_State *L) {
-    graft_tensor *t = lg_check(L, 1);
-    if (t->ndim > 2) return luaL_error(L, "t: expects a tensor with at most 2 dims, got %d (use transpose)", t->ndim);
-    graft_tensor **out = lg_shell(L);
-    if (graft_ag_t(out, t)) return lg_raise(L);
-    return 1;
-}
-
 /* unbind([dim = 1]): a list of the slices along dim (views). */
 static int m_unbind(lua_State *L) {
     graft_tensor *t = lg_check(L, 1);
@@ -356,71 +266,6 @@ static int w_creation(lua_State *L) {
     return 1;
 }
 
-/* ---- t[i] and t[i] = v ---- */
-
-/* As tensor.c's __index, with a recorded select: t.name (a method, then a property
- * getter), t[i] (select along dim 1), t[{...}] (the `index` method). Upvalues: the
- * method and getter tables. */
-static int mt_index(lua_State *L) {
-    int kt = lua_type(L, 2);
-    if (kt == LUA_TSTRING) {
-        lua_pushvalue(L, 2);
-        if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
-        lua_pop(L, 1);
-        lua_pushvalue(L, 2);
-        if (lua_rawget(L, lua_upvalueindex(2)) != LUA_TNIL) {
-            lua_pushvalue(L, 1);
-            lua_call(L, 1, 1);
-            return 1;
-        }
-        return 0;
-    }
-    graft_tensor *t = lg_check(L, 1);
-    if (kt == LUA_TNUMBER) {
-        int isint;
-        lua_Integer i = lua_tointegerx(L, 2, &isint);
-        if (!isint) return luaL_error(L, "select: index %s is not an integer", lua_tostring(L, 2));
-        if (t->ndim == 0) return luaL_error(L, "select: cannot index a 0-dim tensor");
-        int64_t idx = lg_index(L, i, t->shape[0], "select");
-        graft_tensor **out = lg_shell(L);
-        if (graft_ag_select(out, t, 0, idx)) return lg_raise(L);
-        return 1;
-    }
-    if (kt == LUA_TTABLE || lg_test(L, 2)) {
-        lua_pushliteral(L, "index");
-        if (lua_rawget(L, lua_upvalueindex(1)) == LUA_TNIL) return luaL_error(L, "indexing with a table is not available");
-        lua_pushvalue(L, 1);
-        lua_pushvalue(L, 2);
-        lua_call(L, 2, 1);
-        return 1;
-    }
-    return luaL_error(L, "cannot index a tensor with a %s", luaL_typename(L, 2));
-}
-
-/* t[i] = v with grad in play goes through index_put_ (recorded, and refused on leaves
- * that require grad); everything else to the original __newindex (upvalue 1).
- * Upvalue 2: the method table. */
-static int mt_newindex(lua_State *L) {
-    if (lua_type(L, 2) == LUA_TNUMBER && graft_grad_enabled()) {
-        graft_tensor *t = lg_test(L, 1), *v = lg_test(L, 3);
-        if (t && (t->autograd || (v && v->autograd))) {
-            lua_pushliteral(L, "index_put_");
-            lua_rawget(L, lua_upvalueindex(2));
-            lua_pushvalue(L, 1);
-            lua_createtable(L, 1, 0);
-            lua_pushvalue(L, 2);
-            lua_rawseti(L, -2, 1);
-            lua_pushvalue(L, 3);
-            lua_call(L, 3, 0);
-            return 0;
-        }
-    }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 0);
-    return 0;
-}
-
 /* ---- grad mode ---- */
 
 /* Runs fn(...) (at 1..top) with grad mode `on`, restoring the mode even when fn errors;
@@ -470,15 +315,12 @@ static int l_reset_counters(lua_State *L) {
 
 static const luaL_Reg ag_methods[] = {
     {"backward", m_backward}, {"detach", m_detach}, {"detach_", m_detach_},
-    {"requires_grad_", m_requires_grad_}, {"retain_grad", m_retain_grad}, {"clone", m_clone},
-    {"contiguous", m_contiguous}, {"to", m_to}, {"type", m_to}, {"float", m_float}, {"double", m_double},
-    {"half", m_half}, {"bfloat16", m_bfloat16}, {"copy_", m_copy_}, {"select", m_select}, {"t", m_t},
-    {"unbind", m_unbind}, {NULL, NULL}};
+    {"requires_grad_", m_requires_grad_}, {"retain_grad", m_retain_grad}, {"unbind", m_unbind},
+    {NULL, NULL}};
 
 /* Module functions that are also methods (graft.select(t, ...), graft.clone(t)...). */
 static const luaL_Reg ag_both[] = {
-    {"clone", m_clone}, {"select", m_select}, {"t", m_t}, {"unbind", m_unbind}, {"detach", m_detach},
-    {NULL, NULL}};
+    {"unbind", m_unbind}, {"detach", m_detach}, {NULL, NULL}};
 
 static const luaL_Reg ag_functions[] = {
     {"no_grad", l_no_grad}, {"enable_grad", l_enable_grad}, {"is_grad_enabled", l_is_grad_enabled},
@@ -572,16 +414,5 @@ void graft_bind_autograd(lua_State *L) {
                                            "randperm", "frombuffer", NULL};
     for (int i = 0; creators[i]; i++) ag_wrap(L, module, creators[i], w_creation, NULL);
 
-    /* t[i] and t[i] = v */
-    lua_getfield(L, module, "_Tensor");
-    int mt = lua_gettop(L);
-    lua_pushvalue(L, methods);
-    lua_pushvalue(L, getters);
-    lua_pushcclosure(L, mt_index, 2);
-    lua_setfield(L, mt, "__index");
-    lua_getfield(L, mt, "__newindex");
-    lua_pushvalue(L, methods);
-    lua_pushcclosure(L, mt_newindex, 2);
-    lua_setfield(L, mt, "__newindex");
     lua_settop(L, module);
 }

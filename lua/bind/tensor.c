@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "autograd/autograd.h"
 #include "tensor/alloc.h"
 #include "tensor/iter.h"
 #include "tensor/rng.h"
@@ -253,7 +254,7 @@ static int t_select_first(lua_State *L, graft_tensor *t, lua_Integer i) {
     if (t->ndim == 0) return luaL_error(L, "select: cannot index a 0-dim tensor");
     int64_t idx = lg_index(L, i, t->shape[0], "select");
     graft_tensor **out = lg_shell(L);
-    if (graft_tensor_select(out, t, 0, idx)) return lg_raise(L);
+    if (graft_ag_select(out, t, 0, idx)) return lg_raise(L);
     return 1;
 }
 
@@ -306,7 +307,25 @@ static int t_newindex(lua_State *L) {
         }
         return luaL_error(L, "cannot set field '%s' of a tensor", lua_tostring(L, 2));
     }
-    lg_check(L, 1);
+    graft_tensor *self = lg_check(L, 1);
+    /* t[i] = v with grad in play: index_put_ records it (and refuses leaves that
+     * require grad); a plain copy into the selected view would not. */
+    if (kt == LUA_TNUMBER && graft_grad_enabled()) {
+        graft_tensor *v = lg_test(L, 3);
+        if (self->autograd || (v && v->autograd)) {
+            lua_pushliteral(L, "index_put_");
+            if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) {
+                lua_pushvalue(L, 1);
+                lua_createtable(L, 1, 0);
+                lua_pushvalue(L, 2);
+                lua_rawseti(L, -2, 1);
+                lua_pushvalue(L, 3);
+                lua_call(L, 3, 0);
+                return 0;
+            }
+            lua_pop(L, 1);
+        }
+    }
     /* t[{...}] = v and t[mask] = v: index_put_ writes through advanced indexing too */
     if (kt == LUA_TTABLE || lg_test(L, 2)) {
         lua_pushliteral(L, "index_put_");
@@ -416,20 +435,20 @@ static int t_contiguous(lua_State *L) {
     graft_tensor *t = lg_check(L, 1);
     if (graft_tensor_is_contiguous(t)) { lua_settop(L, 1); return 1; }
     graft_tensor **out = lg_shell(L);
-    if (graft_tensor_contiguous(out, t)) return lg_raise(L);
+    if (graft_ag_contiguous(out, t)) return lg_raise(L);
     return 1;
 }
 
 static int t_clone(lua_State *L) {
     graft_tensor *t = lg_check(L, 1);
     graft_tensor **out = lg_shell(L);
-    if (graft_tensor_clone(out, t)) return lg_raise(L);
+    if (graft_ag_clone(out, t)) return lg_raise(L);
     return 1;
 }
 
 static int t_copy_(lua_State *L) {
     graft_tensor *dst = lg_check(L, 1), *src = lg_check(L, 2);
-    if (graft_tensor_copy_(dst, src)) return lg_raise(L);
+    if (graft_ag_copy_(dst, src)) return lg_raise(L);
     lua_settop(L, 1);
     return 1;
 }
@@ -455,7 +474,7 @@ static int t_zero_(lua_State *L) {
 static int t_to_dtype_impl(lua_State *L, graft_tensor *t, graft_dtype d) {
     if (t->dtype == d) { lua_settop(L, 1); return 1; }
     graft_tensor **out = lg_shell(L);
-    if (graft_tensor_to_dtype(out, t, d)) return lg_raise(L);
+    if (graft_ag_to_dtype(out, t, d)) return lg_raise(L);
     return 1;
 }
 
@@ -1074,7 +1093,7 @@ static const luaL_Reg module_functions[] = {
     {"full_like", l_full_like}, {"rand_like", l_rand_like}, {"randn_like", l_randn_like},
     {"randint_like", l_randint_like}, {"rand", l_rand}, {"randn", l_randn}, {"randint", l_randint},
     {"randperm", l_randperm}, {"arange", l_arange}, {"linspace", l_linspace}, {"eye", l_eye},
-    {"tensor", l_tensor}, {"frombuffer", l_frombuffer}, {"from_file", l_from_file}, {"manual_seed", l_manual_seed},
+    {"tensor", l_tensor}, {"frombuffer", l_frombuffer}, {"clone", t_clone}, {"from_file", l_from_file}, {"manual_seed", l_manual_seed},
     {"initial_seed", l_initial_seed}, {"get_rng_state", l_get_rng_state},
     {"set_rng_state", l_set_rng_state}, {"set_num_threads", l_set_num_threads},
     {"get_num_threads", l_get_num_threads}, {"is_tensor", l_is_tensor},

@@ -2,6 +2,7 @@
  * permute, t, expand, narrow, select, slice). Dims and positions are 1-based here. */
 #include "bind.h"
 
+#include "autograd/autograd.h"
 #include "ops/view.h"
 
 /* A shape that may hold -1: integers from `first`, or one table at `first`. */
@@ -98,11 +99,7 @@ static int v_t(lua_State *L) {
     graft_tensor *t = lg_check(L, 1);
     if (t->ndim > 2) return luaL_error(L, "t: expects a tensor with at most 2 dims, got %d (use transpose)", t->ndim);
     graft_tensor **out = lg_shell(L);
-    if (t->ndim < 2) {
-        if (graft_tensor_view_of(out, t, t->ndim, t->shape, t->stride, t->offset)) return lg_raise(L);
-        return 1;
-    }
-    if (graft_transpose(out, t, 0, 1)) return lg_raise(L);
+    if (graft_ag_t(out, t)) return lg_raise(L);
     return 1;
 }
 
@@ -153,7 +150,7 @@ static int v_select(lua_State *L) {
     int dim = lg_check_dim(L, 2, t->ndim, "select");
     int64_t idx = lg_index(L, luaL_checkinteger(L, 3), t->shape[dim], "select");
     graft_tensor **out = lg_shell(L);
-    if (graft_tensor_select(out, t, dim, idx)) return lg_raise(L);
+    if (graft_ag_select(out, t, dim, idx)) return lg_raise(L);
     return 1;
 }
 
