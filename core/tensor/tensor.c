@@ -207,7 +207,7 @@ graft_status graft_tensor_empty(graft_tensor **out, int ndim, const int64_t *sha
         bt->flags = GRAFT_TENSOR_EMBEDDED;
         bt->autograd = NULL;
         bt->autograd_free = NULL;
-        memcpy(bt->shape, shape, sizeof(int64_t) * (size_t)ndim);
+        if (ndim) memcpy(bt->shape, shape, sizeof(int64_t) * (size_t)ndim);
         tensor_contiguous_strides(ndim, shape, bt->stride);
         atomic_fetch_add(&tensor_live_count, 1);
         *out = bt;
@@ -224,7 +224,7 @@ graft_status graft_tensor_empty(graft_tensor **out, int ndim, const int64_t *sha
     t->storage = s;
     t->dtype = dtype;
     t->ndim = ndim;
-    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
     tensor_contiguous_strides(ndim, shape, t->stride);
     *out = t;
     return GRAFT_OK;
@@ -260,8 +260,8 @@ graft_status graft_tensor_from_storage(graft_tensor **out, graft_storage *s, gra
     t->dtype = dtype;
     t->ndim = ndim;
     t->offset = offset;
-    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
-    memcpy(t->stride, stride, sizeof(int64_t) * (size_t)ndim);
+    if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    if (ndim) memcpy(t->stride, stride, sizeof(int64_t) * (size_t)ndim);
     *out = t;
     return GRAFT_OK;
 }
@@ -278,8 +278,8 @@ graft_status graft_tensor_view_of(graft_tensor **out, const graft_tensor *src, i
     t->dtype = src->dtype;
     t->ndim = ndim;
     t->offset = offset;
-    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
-    memcpy(t->stride, stride, sizeof(int64_t) * (size_t)ndim);
+    if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    if (ndim) memcpy(t->stride, stride, sizeof(int64_t) * (size_t)ndim);
     *out = t;
     return GRAFT_OK;
 }
