@@ -43,6 +43,8 @@ int luaopen_graft(lua_State *L) {
     lua_settop(L, module);
     graft_bind_autograd(L); /* after the op bindings: it may wrap their methods */
     lua_settop(L, module);
+    graft_bind_optim(L);
+    lua_settop(L, module);
     graft_bind_pth(L);
     lua_settop(L, module);
     graft_bind_safetensors(L);
