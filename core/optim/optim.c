@@ -1,0 +1,372 @@
+/* graft core: fused optimizer updates (see optim.h). Each update is one pass over the
+ * parameter through the strided iterator (OpenMP-split when large); the contiguous path
+ * is vectorised by hand (AVX + FMA) because it needs a vector square root, which GCC
+ * will not emit for sqrtf under -fmath-errno.
+ *
+ * Bit-exactness with PyTorch's CPU kernels rests on the evaluation order below: each
+ * element formula is written once, with explicit fma() where PyTorch's kernels fuse and
+ * separate roundings everywhere else; contraction is switched off for this file so the
+ * compiler cannot fuse a multiply and an add that PyTorch rounds apart.
+ */
+#pragma GCC optimize("fp-contract=off")
+
+#include "optim/optim.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "tensor/iter.h"
+
+#if defined(__AVX__) && defined(__FMA__)
+#define OPT_VEC 1
+#include <immintrin.h>
+#define OPT_IF_VEC(...) __VA_ARGS__
+typedef float opt_v32 __attribute__((vector_size(32)));
+typedef double opt_v64 __attribute__((vector_size(32)));
+#else
+#define OPT_IF_VEC(...)
+#endif
+
+/* ---- one vocabulary of operations per element type ----
+ * s32/s64: one float/double; v32/v64: 8 floats / 4 doubles. `+ - * /` and unary minus
+ * are the C operators (one rounding each); fma rounds once. */
+static inline float s32_ld(const float *p) { return *p; }
+static inline void s32_st(float *p, float x) { *p = x; }
+static inline float s32_set(float x) { return x; }
+static inline float s32_fma(float a, float b, float c) { return fmaf(a, b, c); }
+static inline float s32_sqrt(float a) { return sqrtf(a); }
+/* torch.maximum: NaN wins from either side. */
+static inline float s32_max(float a, float b) { return a != a ? a : (a > b ? a : b); }
+
+static inline double s64_ld(const double *p) { return *p; }
+static inline void s64_st(double *p, double x) { *p = x; }
+static inline double s64_set(double x) { return x; }
+static inline double s64_fma(double a, double b, double c) { return fma(a, b, c); }
+static inline double s64_sqrt(double a) { return sqrt(a); }
+static inline double s64_max(double a, double b) { return a != a ? a : (a > b ? a : b); }
+
+#ifdef OPT_VEC
+static inline opt_v32 v32_ld(const float *p) {
+    opt_v32 x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+static inline void v32_st(float *p, opt_v32 x) { memcpy(p, &x, sizeof x); }
+static inline opt_v32 v32_set(float x) { return (opt_v32)_mm256_set1_ps(x); }
+static inline opt_v32 v32_fma(opt_v32 a, opt_v32 b, opt_v32 c) {
+    return (opt_v32)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+}
+static inline opt_v32 v32_sqrt(opt_v32 a) { return (opt_v32)_mm256_sqrt_ps((__m256)a); }
+/* max_ps returns its second operand when either is NaN; a NaN first operand is put back. */
+static inline opt_v32 v32_max(opt_v32 a, opt_v32 b) {
+    __m256 A = (__m256)a, r = _mm256_max_ps(A, (__m256)b);
+    return (opt_v32)_mm256_blendv_ps(r, A, _mm256_cmp_ps(A, A, _CMP_UNORD_Q));
+}
+
+static inline opt_v64 v64_ld(const double *p) {
+    opt_v64 x;
+    memcpy(&x, p, sizeof x);
+    return x;
+}
+static inline void v64_st(double *p, opt_v64 x) { memcpy(p, &x, sizeof x); }
+static inline opt_v64 v64_set(double x) { return (opt_v64)_mm256_set1_pd(x); }
+static inline opt_v64 v64_fma(opt_v64 a, opt_v64 b, opt_v64 c) {
+    return (opt_v64)_mm256_fmadd_pd((__m256d)a, (__m256d)b, (__m256d)c);
+}
+static inline opt_v64 v64_sqrt(opt_v64 a) { return (opt_v64)_mm256_sqrt_pd((__m256d)a); }
+static inline opt_v64 v64_max(opt_v64 a, opt_v64 b) {
+    __m256d A = (__m256d)a, r = _mm256_max_pd(A, (__m256d)b);
+    return (opt_v64)_mm256_blendv_pd(r, A, _mm256_cmp_pd(A, A, _CMP_UNORD_Q));
+}
+#endif
+
+/* Operand k of the current element: contiguous, or through its byte stride. */
+#define OPT_CP(ST, k) ((ST *)d[k] + i)
+#define OPT_SP(ST, k) ((ST *)(d[k] + i * s[k]))
+
+static bool opt_contig(const int64_t *s, int nops, int64_t esize) {
+    for (int k = 0; k < nops; k++)
+        if (s[k] != esize) return false;
+    return true;
+}
+
+/* One loop function per (kernel K, dtype): the vector body over whole vectors of a
+ * contiguous run, then the scalar body for the tail and for strided runs. K##_CONSTS
+ * declares the rounded scalars as element-type constants; K##_ELEM updates element i. */
+#define OPT_KERNEL(K, SUF, ST, VT, W)                                                              \
+    static void K##_##SUF##_loop(char **d, const int64_t *s, int64_t n, void *vc) {                \
+        const K##_ctx *c = vc;                                                                     \
+        int64_t i = 0;                                                                             \
+        if (opt_contig(s, c->nops, (int64_t)sizeof(ST))) {                                         \
+            OPT_IF_VEC({                                                                           \
+                K##_CONSTS(v##SUF, VT, ST)                                                         \
+                for (; i + W <= n; i += W) K##_ELEM(v##SUF, VT, ST, OPT_CP);                       \
+            })                                                                                     \
+            K##_CONSTS(s##SUF, ST, ST)                                                             \
+            for (; i < n; i++) K##_ELEM(s##SUF, ST, ST, OPT_CP);                                   \
+        } else {                                                                                   \
+            K##_CONSTS(s##SUF, ST, ST)                                                             \
+            for (; i < n; i++) K##_ELEM(s##SUF, ST, ST, OPT_SP);                                   \
+        }                                                                                          \
+    }
+#define OPT_KERNELS(K) OPT_KERNEL(K, 32, float, opt_v32, 8) OPT_KERNEL(K, 64, double, opt_v64, 4)
+
+/* ---- checks shared by every update ---- */
+
+static graft_status opt_check(const char *op, const graft_tensor *p, graft_tensor *const *t,
+                              const char *const *names, int n) {
+    char b1[GRAFT_MAX_DIMS * 24 + 3], b2[GRAFT_MAX_DIMS * 24 + 3];
+    if (p->dtype != GRAFT_F32 && p->dtype != GRAFT_F64)
+        return graft_error(GRAFT_ETYPE, "%s: parameters of dtype %s are not supported (float32 and float64 are)",
+                           op, graft_dtype_name(p->dtype));
+    if (graft_tensor_device(p).type != GRAFT_CPU)
+        return graft_error(GRAFT_EDEVICE, "%s: the parameter is not on the CPU", op);
+    for (int k = 0; k < n; k++) {
+        const graft_tensor *x = t[k];
+        if (!x) return graft_error(GRAFT_EINVAL, "%s: %s is missing", op, names[k]);
+        if (x->dtype != p->dtype)
+            return graft_error(GRAFT_ETYPE, "%s: %s is %s, the parameter is %s", op, names[k],
+                               graft_dtype_name(x->dtype), graft_dtype_name(p->dtype));
+        if (!graft_device_eq(graft_tensor_device(x), graft_tensor_device(p)))
+            return graft_error(GRAFT_EDEVICE, "%s: %s is on another device than the parameter", op, names[k]);
+        bool same = x->ndim == p->ndim;
+        for (int dd = 0; same && dd < p->ndim; dd++) same = x->shape[dd] == p->shape[dd];
+        if (!same)
+            return graft_error(GRAFT_ESHAPE, "%s: %s is %s, the parameter is %s", op, names[k],
+                               graft_shape_str(x->ndim, x->shape, b1, sizeof b1),
+                               graft_shape_str(p->ndim, p->shape, b2, sizeof b2));
+    }
+    return GRAFT_OK;
+}
+
+/* Runs fn over the operands (all of p's shape; unused slots hold p itself and are never
+ * touched by the loop). */
+static graft_status opt_run(graft_tensor **ops, int nops, const graft_tensor *p, graft_loop_fn fn, void *ctx) {
+    graft_iter it;
+    graft_status st = graft_iter_init(&it, nops, ops, p->ndim, p->shape);
+    if (st) return st;
+    graft_iter_run(&it, fn, ctx);
+    return GRAFT_OK;
+}
+
+/* ---- SGD ----
+ * PyTorch: d_p = d_p.add(param, alpha=wd); buf.mul_(mu).add_(d_p, alpha=1-dampening);
+ * d_p = d_p.add(buf, alpha=mu) (nesterov); param.add_(d_p, alpha=-lr). `x.add(y, alpha=a)`
+ * is fma(a, y, x); mul_ rounds on its own. */
+typedef struct {
+    graft_optim_sgd_args a;
+    int nops;
+    bool has_wd, has_mom, first;
+} sgd_ctx;
+
+#define sgd_CONSTS(F, T, ST)                                                                       \
+    const T k_wd = F##_set((ST)c->a.weight_decay), k_mu = F##_set((ST)c->a.momentum),               \
+            k_omd = F##_set((ST)(1.0 - c->a.dampening)), k_nlr = F##_set((ST)(-c->a.lr));
+#define sgd_ELEM(F, T, ST, PTR)                                                                    \
+    do {                                                                                           \
+        T p_ = F##_ld(PTR(ST, 0)), d_ = F##_ld(PTR(ST, 1));                                        \
+        if (c->a.maximize) d_ = -d_;                                                               \
+        if (c->has_wd) d_ = F##_fma(k_wd, p_, d_);                                                 \
+        if (c->has_mom) {                                                                          \
+            T b_ = d_;                                                                             \
+            if (!c->first) b_ = F##_fma(k_omd, d_, F##_ld(PTR(ST, 2)) * k_mu);                     \
+            F##_st(PTR(ST, 2), b_);                                                                \
+            if (c->a.nesterov) d_ = F##_fma(k_mu, b_, d_);                                         \
+            else d_ = b_;                                                                          \
+        }                                                                                          \
+        F##_st(PTR(ST, 0), F##_fma(k_nlr, d_, p_));                                                \
+    } while (0)
+OPT_KERNELS(sgd)
+
+graft_status graft_optim_sgd(graft_tensor *p, graft_tensor *grad, graft_tensor *buf, bool first,
+                             const graft_optim_sgd_args *a) {
+    sgd_ctx c = {.a = *a, .nops = 3, .has_wd = a->weight_decay != 0, .has_mom = a->momentum != 0,
+                 .first = first};
+    graft_tensor *chk[2] = {grad, buf};
+    static const char *const names[2] = {"grad", "momentum_buffer"};
+    graft_status st = opt_check("sgd", p, chk, names, c.has_mom ? 2 : 1);
+    if (st) return st;
+    graft_tensor *ops[3] = {p, grad, c.has_mom ? buf : p};
+    st = opt_run(ops, 3, p, p->dtype == GRAFT_F32 ? sgd_32_loop : sgd_64_loop, &c);
+    if (st) return st;
+    graft_tensor_bump(p);
+    if (c.has_mom) graft_tensor_bump(buf);
+    return GRAFT_OK;
+}
+
+/* ---- Adam / AdamW ----
+ * PyTorch 1.13: exp_avg.mul_(b1).add_(g, alpha=1-b1); exp_avg_sq.mul_(b2).addcmul_(g, g,
+ * value=1-b2) (addcmul: round(value*g) then one fma); denom = (v.sqrt() / bc2_sqrt).add_(eps);
+ * param.addcdiv_(m, denom, value=-step_size) (three roundings: value*m, /denom, +).
+ * 2.x: exp_avg.lerp_(g, 1-b1), ATen's lerp: w < 0.5 ? fma(w, g-m, m) : fma(w-1, g-m, g). */
+typedef struct {
+    graft_optim_adam_args a;
+    int nops;
+    bool has_wd, decay, lerp_small;
+    double step_size, bc2_sqrt;
+} adam_ctx;
+
+#define adam_CONSTS(F, T, ST)                                                                      \
+    const ST lw_ = (ST)(1.0 - c->a.beta1);                                                         \
+    const T k_wd = F##_set((ST)c->a.weight_decay), k_b1 = F##_set((ST)c->a.beta1),                  \
+            k_omb1 = F##_set(lw_), k_b2 = F##_set((ST)c->a.beta2),                                  \
+            k_omb2 = F##_set((ST)(1.0 - c->a.beta2)), k_bc2 = F##_set((ST)c->bc2_sqrt),             \
+            k_eps = F##_set((ST)c->a.eps), k_nss = F##_set((ST)(-c->step_size)),                    \
+            k_decay = F##_set((ST)(1.0 - c->a.lr * c->a.weight_decay)),                             \
+            k_lw = F##_set(c->lerp_small ? lw_ : lw_ - (ST)1);
+#define adam_ELEM(F, T, ST, PTR)                                                                   \
+    do {                                                                                           \
+        T p_ = F##_ld(PTR(ST, 0)), g_ = F##_ld(PTR(ST, 1));                                        \
+        T m_ = F##_ld(PTR(ST, 2)), v_ = F##_ld(PTR(ST, 3));                                        \
+        if (c->a.maximize) g_ = -g_;                                                               \
+        if (c->a.decoupled) {                                                                      \
+            if (c->decay) p_ = p_ * k_decay;                                                       \
+        } else if (c->has_wd) {                                                                    \
+            g_ = F##_fma(k_wd, p_, g_);                                                            \
+        }                                                                                          \
+        if (!c->a.lerp) m_ = F##_fma(k_omb1, g_, m_ * k_b1);                                       \
+        else if (c->lerp_small) m_ = F##_fma(k_lw, g_ - m_, m_);                                   \
+        else m_ = F##_fma(k_lw, g_ - m_, g_);                                                      \
+        v_ = F##_fma(k_omb2 * g_, g_, v_ * k_b2);                                                  \
+        T vv_ = v_;                                                                                \
+        if (c->a.amsgrad) {                                                                        \
+            vv_ = F##_max(F##_ld(PTR(ST, 4)), v_);                                                 \
+            F##_st(PTR(ST, 4), vv_);                                                               \
+        }                                                                                          \
+        T den_ = F##_sqrt(vv_) / k_bc2 + k_eps;                                                    \
+        F##_st(PTR(ST, 0), p_ + (k_nss * m_) / den_);                                              \
+        F##_st(PTR(ST, 2), m_);                                                                    \
+        F##_st(PTR(ST, 3), v_);                                                                    \
+    } while (0)
+OPT_KERNELS(adam)
+
+graft_status graft_optim_adam(graft_tensor *p, graft_tensor *grad, graft_tensor *m, graft_tensor *v,
+                              graft_tensor *vmax, const graft_optim_adam_args *a) {
+    const char *op = a->decoupled ? "adamw" : "adam";
+    graft_tensor *chk[4] = {grad, m, v, vmax};
+    static const char *const names[4] = {"grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+    graft_status st = opt_check(op, p, chk, names, a->amsgrad ? 4 : 3);
+    if (st) return st;
+    /* the bias corrections in double, as PyTorch's Python floats: 1 - beta ** step */
+    double bc1 = 1.0 - pow(a->beta1, a->step), bc2 = 1.0 - pow(a->beta2, a->step);
+    float lw32 = (float)(1.0 - a->beta1);
+    double lw64 = 1.0 - a->beta1;
+    adam_ctx c = {.a = *a, .nops = 5, .has_wd = a->weight_decay != 0,
+                  .decay = 1.0 - a->lr * a->weight_decay != 1.0,
+                  .lerp_small = p->dtype == GRAFT_F32 ? fabsf(lw32) < 0.5f : fabs(lw64) < 0.5,
+                  .step_size = a->lr / bc1, .bc2_sqrt = sqrt(bc2)};
+    graft_tensor *ops[5] = {p, grad, m, v, a->amsgrad ? vmax : p};
+    st = opt_run(ops, 5, p, p->dtype == GRAFT_F32 ? adam_32_loop : adam_64_loop, &c);
+    if (st) return st;
+    graft_tensor_bump(p);
+    graft_tensor_bump(m);
+    graft_tensor_bump(v);
+    if (a->amsgrad) graft_tensor_bump(vmax);
+    return GRAFT_OK;
+}
+
+/* ---- RMSprop ----
+ * PyTorch: square_avg.mul_(alpha).addcmul_(g, g, value=1-alpha); centered:
+ * grad_avg.mul_(alpha).add_(g, alpha=1-alpha) (2.x: lerp_), avg = square_avg.addcmul(
+ * grad_avg, grad_avg, value=-1).sqrt_(); avg.add_(eps); momentum: buf.mul_(mu).addcdiv_(g,
+ * avg), param.add_(buf, alpha=-lr); else param.addcdiv_(g, avg, value=-lr). */
+typedef struct {
+    graft_optim_rmsprop_args a;
+    int nops;
+    bool has_wd, has_mom, lerp_small;
+} rmsprop_ctx;
+
+#define rmsprop_CONSTS(F, T, ST)                                                                   \
+    const ST lw_ = (ST)(1.0 - c->a.alpha);                                                         \
+    const T k_wd = F##_set((ST)c->a.weight_decay), k_al = F##_set((ST)c->a.alpha),                  \
+            k_oma = F##_set(lw_), k_eps = F##_set((ST)c->a.eps), k_mu = F##_set((ST)c->a.momentum), \
+            k_nlr = F##_set((ST)(-c->a.lr)), k_lw = F##_set(c->lerp_small ? lw_ : lw_ - (ST)1);
+#define rmsprop_ELEM(F, T, ST, PTR)                                                                \
+    do {                                                                                           \
+        T p_ = F##_ld(PTR(ST, 0)), g_ = F##_ld(PTR(ST, 1)), s_ = F##_ld(PTR(ST, 2)), avg_;         \
+        if (c->a.maximize) g_ = -g_;                                                               \
+        if (c->has_wd) g_ = F##_fma(k_wd, p_, g_);                                                 \
+        s_ = F##_fma(k_oma * g_, g_, s_ * k_al);                                                   \
+        F##_st(PTR(ST, 2), s_);                                                                    \
+        if (c->a.centered) {                                                                       \
+            T a_ = F##_ld(PTR(ST, 3));                                                             \
+            if (!c->a.lerp) a_ = F##_fma(k_oma, g_, a_ * k_al);                                    \
+            else if (c->lerp_small) a_ = F##_fma(k_lw, g_ - a_, a_);                               \
+            else a_ = F##_fma(k_lw, g_ - a_, g_);                                                  \
+            F##_st(PTR(ST, 3), a_);                                                                \
+            avg_ = F##_sqrt(F##_fma(-a_, a_, s_));                                                 \
+        } else {                                                                                   \
+            avg_ = F##_sqrt(s_);                                                                   \
+        }                                                                                          \
+        avg_ = avg_ + k_eps;                                                                       \
+        if (c->has_mom) {                                                                          \
+            T b_ = F##_ld(PTR(ST, 4)) * k_mu + g_ / avg_;                                          \
+            F##_st(PTR(ST, 4), b_);                                                                \
+            F##_st(PTR(ST, 0), F##_fma(k_nlr, b_, p_));                                            \
+        } else {                                                                                   \
+            F##_st(PTR(ST, 0), p_ + (k_nlr * g_) / avg_);                                          \
+        }                                                                                          \
+    } while (0)
+OPT_KERNELS(rmsprop)
+
+graft_status graft_optim_rmsprop(graft_tensor *p, graft_tensor *grad, graft_tensor *square_avg,
+                                 graft_tensor *grad_avg, graft_tensor *buf, const graft_optim_rmsprop_args *a) {
+    bool mom = a->momentum > 0;
+    graft_tensor *chk[4] = {grad, square_avg, a->centered ? grad_avg : buf, buf};
+    const char *names[4] = {"grad", "square_avg", a->centered ? "grad_avg" : "momentum_buffer", "momentum_buffer"};
+    int n = 2 + (a->centered ? 1 : 0) + (mom ? 1 : 0);
+    graft_status st = opt_check("rmsprop", p, chk, names, n);
+    if (st) return st;
+    float lw32 = (float)(1.0 - a->alpha);
+    double lw64 = 1.0 - a->alpha;
+    rmsprop_ctx c = {.a = *a, .nops = 5, .has_wd = a->weight_decay != 0, .has_mom = mom,
+                     .lerp_small = p->dtype == GRAFT_F32 ? fabsf(lw32) < 0.5f : fabs(lw64) < 0.5};
+    graft_tensor *ops[5] = {p, grad, square_avg, a->centered ? grad_avg : p, mom ? buf : p};
+    st = opt_run(ops, 5, p, p->dtype == GRAFT_F32 ? rmsprop_32_loop : rmsprop_64_loop, &c);
+    if (st) return st;
+    graft_tensor_bump(p);
+    graft_tensor_bump(square_avg);
+    if (a->centered) graft_tensor_bump(grad_avg);
+    if (mom) graft_tensor_bump(buf);
+    return GRAFT_OK;
+}
+
+/* ---- Adagrad ----
+ * PyTorch: state_sum.addcmul_(g, g, value=1); std = state_sum.sqrt().add_(eps);
+ * param.addcdiv_(g, std, value=-clr). */
+typedef struct {
+    graft_optim_adagrad_args a;
+    int nops;
+    bool has_wd;
+    double clr;
+} adagrad_ctx;
+
+#define adagrad_CONSTS(F, T, ST)                                                                   \
+    const T k_wd = F##_set((ST)c->a.weight_decay), k_eps = F##_set((ST)c->a.eps),                   \
+            k_nclr = F##_set((ST)(-c->clr));
+#define adagrad_ELEM(F, T, ST, PTR)                                                                \
+    do {                                                                                           \
+        T p_ = F##_ld(PTR(ST, 0)), g_ = F##_ld(PTR(ST, 1)), s_ = F##_ld(PTR(ST, 2));               \
+        if (c->a.maximize) g_ = -g_;                                                               \
+        if (c->has_wd) g_ = F##_fma(k_wd, p_, g_);                                                 \
+        s_ = F##_fma(g_, g_, s_);                                                                  \
+        F##_st(PTR(ST, 2), s_);                                                                    \
+        F##_st(PTR(ST, 0), p_ + (k_nclr * g_) / (F##_sqrt(s_) + k_eps));                           \
+    } while (0)
+OPT_KERNELS(adagrad)
+
+graft_status graft_optim_adagrad(graft_tensor *p, graft_tensor *grad, graft_tensor *sum,
+                                 const graft_optim_adagrad_args *a) {
+    graft_tensor *chk[2] = {grad, sum};
+    static const char *const names[2] = {"grad", "sum"};
+    graft_status st = opt_check("adagrad", p, chk, names, 2);
+    if (st) return st;
+    adagrad_ctx c = {.a = *a, .nops = 3, .has_wd = a->weight_decay != 0,
+                     .clr = a->lr / (1.0 + (a->step - 1.0) * a->lr_decay)};
+    graft_tensor *ops[3] = {p, grad, sum};
+    st = opt_run(ops, 3, p, p->dtype == GRAFT_F32 ? adagrad_32_loop : adagrad_64_loop, &c);
+    if (st) return st;
+    graft_tensor_bump(p);
+    graft_tensor_bump(sum);
+    return GRAFT_OK;
+}
