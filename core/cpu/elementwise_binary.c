@@ -194,6 +194,20 @@ const graft_loop_fn graft_cpu_binary_loops[GRAFT_EW_NBINARY][GRAFT_NDTYPES] = {
             const T *x = (const T *)d[2], *y = (const T *)d[3];                              \
             _Pragma("omp simd")                                                              \
             for (int64_t k = 0; k < n; k++) o[k] = c[k] ? x[k] : y[k];                       \
+        } else if (s[0] == (int64_t)sizeof(T) && s[1] == 1 && s[2] == (int64_t)sizeof(T) && \
+                   s[3] == 0) { /* where(c, x, scalar): relu's backward */                    \
+            T *o = (T *)d[0];                                                                \
+            const uint8_t *c = (const uint8_t *)d[1];                                        \
+            const T *x = (const T *)d[2], y = *(const T *)d[3];                              \
+            _Pragma("omp simd")                                                              \
+            for (int64_t k = 0; k < n; k++) o[k] = c[k] ? x[k] : y;                          \
+        } else if (s[0] == (int64_t)sizeof(T) && s[1] == 1 && s[2] == 0 &&                   \
+                   s[3] == (int64_t)sizeof(T)) { /* where(c, scalar, y) */                    \
+            T *o = (T *)d[0];                                                                \
+            const uint8_t *c = (const uint8_t *)d[1];                                        \
+            const T x = *(const T *)d[2], *y = (const T *)d[3];                              \
+            _Pragma("omp simd")                                                              \
+            for (int64_t k = 0; k < n; k++) o[k] = c[k] ? x : y[k];                          \
         } else {                                                                             \
             for (int64_t k = 0; k < n; k++)                                                  \
                 *(T *)(d[0] + k * s[0]) = d[1][k * s[1]] ? *(const T *)(d[2] + k * s[2])     \
