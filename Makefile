@@ -13,7 +13,7 @@ CC ?= gcc
 
 # Debian packages the build and the tests need; `deps` installs the missing ones.
 DEB_PACKAGES = lua5.4 liblua5.4-dev lua-busted libopenblas-dev libopenblas0-openmp \
-               libreadline-dev zlib1g-dev pkg-config dataset-fashion-mnist
+               libreadline-dev zlib1g-dev pkg-config dataset-fashion-mnist gnuplot-nox tmux
 OPENBLAS_DIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
 
 LUA_CFLAGS = -I/usr/include/lua5.4

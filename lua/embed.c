@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "bind/bind.h"
 #include "tensor/alloc.h"
@@ -229,9 +231,28 @@ static int rt_getpath_k(lua_State *L) {
 
 /* ---- the runtime ---- */
 
+/* graft._isatty(fd) -> whether fd (0 stdin, 1 stdout, 2 stderr) is a terminal. */
+static int rt_isatty(lua_State *L) {
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)) == 1);
+    return 1;
+}
+
+/* graft._term_width(fd) -> the terminal's columns, or nil when fd is not a terminal. */
+static int rt_term_width(lua_State *L) {
+    struct winsize ws;
+    if (ioctl((int)luaL_checkinteger(L, 1), TIOCGWINSZ, &ws) != 0 || ws.ws_col == 0) return 0;
+    lua_pushinteger(L, ws.ws_col);
+    return 1;
+}
+
 static int rt_open_k(lua_State *L) {
     luaL_openlibs(L);
     luaL_requiref(L, "graft", luaopen_graft, 1);
+    /* Terminal queries for graft.progress (stock lua5.4 falls back to `test -t`). */
+    lua_pushcfunction(L, rt_isatty);
+    lua_setfield(L, -2, "_isatty");
+    lua_pushcfunction(L, rt_term_width);
+    lua_setfield(L, -2, "_term_width");
     luaL_getmetatable(L, LG_TENSOR_MT);
     return 1;
 }

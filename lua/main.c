@@ -226,6 +226,7 @@ int main(int argc, char **argv) {
         return EXIT_FAILURE;
     }
     int code = EXIT_FAILURE;
+    if (main_report(rt, graft_repl_register(rt))) goto done;
     if (script == 1 && argc > 1 && main_is_command_name(argv[1]) && main_command(rt, argc, argv, &code))
         goto done;
     if (args & HAS_V) puts(MAIN_VERSION);

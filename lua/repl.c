@@ -4,6 +4,9 @@
  * and otherwise from stdin, without prompts. A statement may span lines; expressions
  * print their value (tensors as PyTorch prints them, tables pretty-printed); errors
  * print a traceback and the REPL goes on; Ctrl-C interrupts the running statement.
+ * The same loop serves pause-and-inspect (graft._repl, for graft.pause): statements run
+ * in a given environment until continue() or stop(), and Ctrl-C in a script that asked
+ * for it only raises a flag that the training loop polls (graft._interrupted).
  */
 #include "repl.h"
 
@@ -30,14 +33,21 @@
 static const char *repl_lua_source(void);
 
 typedef struct {
-    int tty;        /* stdin is a terminal: readline, prompts, history */
-    char *history;  /* the history file (malloc'd), NULL for none */
+    int tty;            /* stdin is a terminal: readline, prompts, history */
+    const char *prompt; /* the first line's prompt */
+    lua_State *owner;   /* pause mode: the caller's state, holding env and state below */
+    int env;            /* pause mode: owner's index of the statements' environment */
+    int state;          /* pause mode: owner's index of the table continue()/stop() mark */
 } repl_ctx;
 
-static graft_runtime *repl_rt;               /* what Ctrl-C interrupts */
-static lua_State *repl_L;                    /* for the completion callback */
-static volatile sig_atomic_t repl_sigint;    /* Ctrl-C at the prompt */
-static volatile sig_atomic_t repl_winch;     /* the terminal was resized */
+static graft_runtime *repl_rt;                  /* what Ctrl-C interrupts */
+static lua_State *volatile repl_thread;         /* pause mode: the thread statements run on */
+static lua_State *repl_L;                       /* for the completion callback */
+static char *repl_history;                      /* the history file (malloc'd), NULL for none */
+static int repl_rl_ready;                       /* readline is set up (once per process) */
+static volatile sig_atomic_t repl_sigint;       /* Ctrl-C at the prompt */
+static volatile sig_atomic_t repl_winch;        /* the terminal was resized */
+static volatile sig_atomic_t repl_pause_asked;  /* Ctrl-C while a pause handler is installed */
 
 /* ---- Ctrl-C ---- */
 
@@ -49,11 +59,40 @@ static void repl_signal(int sig, void (*handler)(int)) {
     sigaction(sig, &sa, NULL);
 }
 
+/* The hook that stops a pause-mode statement, as graft_interrupt's: clear, then raise. */
+static void repl_stop_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    lua_sethook(L, NULL, 0, 0);
+    luaL_error(L, "interrupted!");
+}
+
+/* Stops the running code at its next instruction: a pause-mode statement runs on its own
+ * thread, everything else on the runtime's state. lua_sethook is signal-safe. */
+static void repl_interrupt(void) {
+    lua_State *T = repl_thread;
+    if (T) lua_sethook(T, repl_stop_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+    else graft_interrupt(repl_rt);
+}
+
 /* While code runs, as lua.c's laction: the first Ctrl-C sets a hook that stops the code
  * at its next instruction; a second one (say, inside a long C kernel) kills as usual. */
 static void repl_on_sigint_running(int sig) {
     repl_signal(sig, SIG_DFL);
-    graft_interrupt(repl_rt);
+    repl_interrupt();
+}
+
+/* While a script polls for pauses (graft._pause_sigint): the first Ctrl-C only raises
+ * the flag that graft._interrupted() reads at the next step; a second one before that
+ * step interrupts the code as usual (a loop that never polls stays stoppable). */
+static void repl_on_sigint_pause(int sig) {
+    static const char msg[] = "\n[graft] pausing at the next step (Ctrl-C again to interrupt)\n";
+    if (repl_pause_asked) {
+        repl_on_sigint_running(sig);
+        return;
+    }
+    repl_pause_asked = 1;
+    ssize_t n = write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)n;
 }
 
 static void repl_on_sigint_prompt(int sig) {
@@ -139,7 +178,7 @@ static int repl_read_pipe(char **out) {
 /* Pushes the next line. 1: pushed; 0: end of input; -1: Ctrl-C at the prompt. */
 static int repl_pushline(lua_State *L, repl_ctx *ctx, int firstline) {
     char *line;
-    int r = ctx->tty ? repl_read_tty(firstline ? REPL_PROMPT : REPL_PROMPT2, &line) : repl_read_pipe(&line);
+    int r = ctx->tty ? repl_read_tty(firstline ? ctx->prompt : REPL_PROMPT2, &line) : repl_read_pipe(&line);
     if (r != 1) return r;
     lua_pushstring(L, line);
     free(line);
@@ -152,7 +191,7 @@ static void repl_saveline(repl_ctx *ctx, const char *line) {
     HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
     if (last && strcmp(last->line, line) == 0) return;
     add_history(line);
-    if (ctx->history) append_history(1, ctx->history);
+    if (repl_history) append_history(1, repl_history);
 }
 
 /* ---- statements, as lua.c ---- */
@@ -339,7 +378,9 @@ static char **repl_complete(const char *text, int start, int end) {
 
 /* ---- the loop ---- */
 
-static void repl_setup_readline(repl_ctx *ctx) {
+static void repl_setup_readline(void) {
+    if (repl_rl_ready) return;
+    repl_rl_ready = 1;
     rl_readline_name = "graft";
     rl_catch_signals = 0; /* Ctrl-C and resizes are ours (repl_read_tty) */
     rl_catch_sigwinch = 0;
@@ -354,52 +395,178 @@ static void repl_setup_readline(repl_ctx *ctx) {
     history_multiline_entries = 1;
     const char *path = getenv("GRAFT_HISTORY"), *home = getenv("HOME");
     if (path && path[0]) {
-        ctx->history = strdup(path);
+        repl_history = strdup(path);
     } else if (home && home[0]) {
-        ctx->history = malloc(strlen(home) + sizeof "/.graft_history");
-        if (ctx->history) sprintf(ctx->history, "%s/.graft_history", home);
+        repl_history = malloc(strlen(home) + sizeof "/.graft_history");
+        if (repl_history) sprintf(repl_history, "%s/.graft_history", home);
     }
-    if (!ctx->history) return;
-    if (read_history(ctx->history) != 0) write_history(ctx->history); /* create it */
-    history_truncate_file(ctx->history, REPL_HISTORY_MAX);
+    if (!repl_history) return;
+    if (read_history(repl_history) != 0) write_history(repl_history); /* create it */
+    history_truncate_file(repl_history, REPL_HISTORY_MAX);
+}
+
+/* Pushes the REPL's Lua half, loading it into the registry the first time. */
+static void repl_push_helper(lua_State *L) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, REPL_HELPER) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    const char *src = repl_lua_source();
+    if (luaL_loadbuffer(L, src, strlen(src), "=graft.repl") != LUA_OK) lua_error(L);
+    lua_call(L, 0, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, REPL_HELPER);
+}
+
+/* Pause mode: whether continue() or stop() was called (state.leave is set). */
+static int repl_leaving(repl_ctx *ctx) {
+    if (!ctx->owner) return 0;
+    int t = lua_getfield(ctx->owner, ctx->state, "leave");
+    lua_pop(ctx->owner, 1);
+    return t != LUA_TNIL;
+}
+
+/* Reads and runs statements until end of input or, in pause mode, continue()/stop(). */
+static void repl_loop(lua_State *L, repl_ctx *ctx) {
+    int status;
+    while (!repl_leaving(ctx) && (status = repl_loadline(L, ctx)) != REPL_EOF) {
+        if (status == REPL_INTERRUPTED) continue;
+        if (status == LUA_OK && ctx->owner) { /* the chunk's _ENV is the pause scope */
+            lua_pushvalue(ctx->owner, ctx->env);
+            lua_xmove(ctx->owner, L, 1);
+            lua_setupvalue(L, -2, 1);
+        }
+        if (status == LUA_OK) status = repl_docall(L, 0, LUA_MULTRET);
+        if (status == LUA_OK) repl_print(L);
+        else repl_report(L, status);
+    }
+    lua_settop(L, 0);
 }
 
 static int repl_main_k(lua_State *L) {
     repl_ctx *ctx = lua_touserdata(L, 1);
     lua_settop(L, 0);
     repl_L = L;
-    const char *src = repl_lua_source();
-    if (luaL_loadbuffer(L, src, strlen(src), "=graft.repl") != LUA_OK) return lua_error(L);
-    lua_call(L, 0, 1);
+    repl_push_helper(L);
     lua_getfield(L, -1, "help");
     lua_setglobal(L, "help");
-    lua_setfield(L, LUA_REGISTRYINDEX, REPL_HELPER);
+    lua_pop(L, 1);
     if (ctx->tty) {
-        repl_setup_readline(ctx);
+        repl_setup_readline();
         printf("graft %s (%s) \xe2\x80\x94 Ctrl-D to exit, help() for help\n", GRAFT_VERSION, LUA_VERSION);
         fflush(stdout);
     }
-    int status;
-    while ((status = repl_loadline(L, ctx)) != REPL_EOF) {
-        if (status == REPL_INTERRUPTED) continue;
-        if (status == LUA_OK) status = repl_docall(L, 0, LUA_MULTRET);
-        if (status == LUA_OK) repl_print(L);
-        else repl_report(L, status);
-    }
-    lua_settop(L, 0);
+    repl_loop(L, ctx);
     if (ctx->tty) fputs("\n", stdout);
     fflush(stdout);
     return 0;
 }
 
 int graft_repl(graft_runtime *rt) {
-    repl_ctx ctx = {.tty = isatty(STDIN_FILENO), .history = NULL};
+    repl_ctx ctx = {.tty = isatty(STDIN_FILENO), .prompt = REPL_PROMPT};
     repl_rt = rt;
     int status = graft_pcall(rt, repl_main_k, &ctx);
     graft_repl_release_sigint();
     if (status != GRAFT_RUN_OK) fprintf(stderr, "graft: %s\n", graft_error_message(rt));
-    free(ctx.history);
     return status;
+}
+
+/* ---- pause-and-inspect: graft._repl, graft._interrupted, graft._pause_sigint ---- */
+
+/* continue() and stop(): mark upvalue 1 (the loop's state table) with upvalue 2. */
+static int repl_leave_k(lua_State *L) {
+    lua_pushvalue(L, lua_upvalueindex(2));
+    lua_setfield(L, lua_upvalueindex(1), "leave");
+    return 0;
+}
+
+/* Sets helper.scope (what names complete) to the value on top, popping it; pushes the old one. */
+static void repl_swap_scope(lua_State *L) {
+    repl_push_helper(L);
+    lua_getfield(L, -1, "scope");
+    lua_rotate(L, -3, -1); /* helper, old, new */
+    lua_setfield(L, -3, "scope");
+    lua_remove(L, -2);
+}
+
+/* graft._repl(env [, prompt]) -> "continue" | "stop": the REPL on stdin, with env as the
+ * statements' _ENV (give it __index = _G to see the globals) and continue() and stop()
+ * defined in it; end of input (Ctrl-D) is "continue". Statements run on a thread of
+ * their own, which Ctrl-C interrupts; the caller's Ctrl-C handling is restored after. */
+static int repl_pause_l(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    const char *prompt = luaL_optstring(L, 2, REPL_PROMPT);
+    if (!repl_rt) return luaL_error(L, "graft._repl: no REPL in this program");
+    lua_settop(L, 2);
+    lua_newtable(L); /* 3: the state table */
+    const char *words[2] = {"continue", "stop"};
+    for (int i = 0; i < 2; i++) {
+        lua_pushvalue(L, 3);
+        lua_pushstring(L, words[i]);
+        lua_pushcclosure(L, repl_leave_k, 2);
+        lua_setfield(L, 1, words[i]);
+    }
+    lua_getfield(L, 1, "help");
+    if (lua_isnil(L, -1)) {
+        repl_push_helper(L);
+        lua_getfield(L, -1, "help");
+        lua_setfield(L, 1, "help");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, 1);
+    repl_swap_scope(L); /* 4: the previous scope */
+    lua_State *T = lua_newthread(L); /* 5: anchors the thread */
+    repl_ctx ctx = {.tty = isatty(STDIN_FILENO), .prompt = prompt, .owner = L, .env = 1, .state = 3};
+    struct sigaction saved;
+    sigaction(SIGINT, NULL, &saved);
+    lua_State *saved_L = repl_L, *saved_thread = repl_thread;
+    repl_L = T;
+    repl_thread = T;
+    if (ctx.tty) repl_setup_readline();
+    fflush(stdout);
+    repl_loop(T, &ctx);
+    int eof = !repl_leaving(&ctx);
+    if (eof && ctx.tty) fputs("\n", stdout);
+    fflush(stdout);
+    repl_thread = saved_thread;
+    repl_L = saved_L;
+    repl_pause_asked = 0;
+    sigaction(SIGINT, &saved, NULL);
+    lua_pushvalue(L, 4);
+    repl_swap_scope(L);
+    lua_pop(L, 1);
+    if (lua_getfield(L, 3, "leave") == LUA_TNIL) lua_pushliteral(L, "continue");
+    return 1;
+}
+
+/* graft._interrupted() -> whether Ctrl-C asked for a pause since the last call (clears it). */
+static int repl_interrupted_l(lua_State *L) {
+    lua_pushboolean(L, repl_pause_asked != 0);
+    repl_pause_asked = 0;
+    return 1;
+}
+
+/* graft._pause_sigint(on): Ctrl-C raises the pause flag (on) or interrupts the code as
+ * usual (off). The executable restores its own handling when the script ends. */
+static int repl_pause_sigint_l(lua_State *L) {
+    repl_pause_asked = 0;
+    if (lua_toboolean(L, 1)) repl_signal(SIGINT, repl_on_sigint_pause);
+    else graft_repl_catch_sigint(repl_rt);
+    return 0;
+}
+
+static int repl_register_k(lua_State *L) {
+    static const luaL_Reg fns[] = {
+        {"_repl", repl_pause_l}, {"_interrupted", repl_interrupted_l}, {"_pause_sigint", repl_pause_sigint_l},
+        {NULL, NULL}};
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    if (lua_getfield(L, -1, "graft") != LUA_TTABLE) return luaL_error(L, "graft is not loaded");
+    luaL_setfuncs(L, fns, 0);
+    return 0;
+}
+
+int graft_repl_register(graft_runtime *rt) {
+    repl_rt = rt;
+    return graft_pcall(rt, repl_register_k, NULL);
 }
 
 /* ---- the Lua half (format, complete, help) ---- */
@@ -525,7 +692,7 @@ static const char *repl_lua_source(void) {
         "  local names, prefix, partial = {}, \"\", text\n"
         "  local path, sep, last = text:match(\"^([%a_][%w_%.]*)([%.:])([%w_]*)$\")\n"
         "  if path then\n"
-        "    local v = _G\n"
+        "    local v = M.scope or _G\n"
         "    for seg in (path .. \".\"):gmatch(\"([^%.]*)%.\") do\n"
         "      if seg == \"\" or type(v) ~= \"table\" then return {} end\n"
         "      v = peek(v, seg)\n"
@@ -542,7 +709,7 @@ static const char *repl_lua_source(void) {
         "      return {}\n"
         "    end\n"
         "  elseif text:match(\"^[%a_]?[%w_]*$\") then\n"
-        "    add_keys(names, _G)\n"
+        "    add_keys(names, M.scope or _G)\n"
         "    for k in pairs(KEYWORDS) do names[k] = true end\n"
         "  else\n"
         "    return {}\n"

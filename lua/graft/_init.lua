@@ -23,7 +23,10 @@ require("graft.checkpoint") -- installs graft.load, graft.save and graft.state
 
 -- graft.nn, graft.models and graft.optim load on first use: start-up stays fast for
 -- scripts that only use tensors (graft.nn alone costs ~2.4 ms to load).
-local lazy = { nn = "graft.nn", models = "graft.models", optim = "graft.optim", adapt = "graft.adapt" }
+local lazy = {
+  nn = "graft.nn", models = "graft.models", optim = "graft.optim", adapt = "graft.adapt",
+  progress = "graft.progress", metrics = "graft.metrics", pause = "graft.pause",
+}
 setmetatable(graft, {
   __index = function(t, k)
     local name = lazy[k]
