@@ -144,6 +144,8 @@ describe("the REPL on a terminal", function()
     term:type("this is not lua")
     term:wait("this is not lua")
     term:keys("C-c")
+    -- let readline take the signal and draw a fresh prompt before typing again
+    os.execute("sleep 0.3")
     term:line("2 + 3000")
     local s = term:wait("\n3002\n")
     assert.falsy(s:find("syntax error", 1, true) or s:find("near", 1, true), s)
