@@ -13,7 +13,8 @@ CC ?= gcc
 
 # Debian packages the build and the tests need; `deps` installs the missing ones.
 DEB_PACKAGES = lua5.4 liblua5.4-dev lua-busted libopenblas-dev libopenblas0-openmp \
-               libreadline-dev zlib1g-dev pkg-config dataset-fashion-mnist gnuplot-nox tmux
+               libreadline-dev zlib1g-dev pkg-config dataset-fashion-mnist gnuplot-nox tmux \
+               libpng-dev libjpeg62-turbo-dev
 OPENBLAS_DIR = /usr/lib/x86_64-linux-gnu/openblas-openmp
 
 LUA_CFLAGS = -I/usr/include/lua5.4
@@ -23,7 +24,7 @@ BLAS_LIBS = -L$(OPENBLAS_DIR) -l:libopenblas.so.0 -Wl,-rpath,$(OPENBLAS_DIR)
 OPT ?= -O2 -march=native
 WARN = -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS_ALL = -std=gnu11 $(OPT) -g -fPIC -fopenmp $(WARN) -Icore -Ilua $(LUA_CFLAGS) $(EXTRA_CFLAGS)
-LDLIBS_CORE = $(BLAS_LIBS) -fopenmp -lm -lpthread -lz
+LDLIBS_CORE = $(BLAS_LIBS) -fopenmp -lm -lpthread -lz -lpng -ljpeg
 READLINE_LIBS = -lreadline
 
 CORE_SRC := $(sort $(wildcard core/*/*.c))
@@ -86,7 +87,7 @@ $(BUILD)/host_example: $(HOST_SRC) $(BUILD)/libgraft.a lua/graft.h
 	$(CC) $(CFLAGS_ALL) -o $@ $(HOST_SRC) $(BUILD)/libgraft.a $(LDLIBS_CORE) $(LUA_LIBS) -ldl
 
 # pkg-config file for PREFIX (make install writes one for its own PREFIX).
-PC_TEXT = prefix=$(1)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: graft\nDescription: fine-tuning runtime (C core, Lua 5.4 scripting)\nVersion: $(VERSION)\nRequires.private: lua5.4\nLibs: -L$${libdir} -lgraft\nLibs.private: $(BLAS_LIBS) -fopenmp -lm -lpthread -lz\nCflags: -I$${includedir}\n
+PC_TEXT = prefix=$(1)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: graft\nDescription: fine-tuning runtime (C core, Lua 5.4 scripting)\nVersion: $(VERSION)\nRequires.private: lua5.4\nLibs: -L$${libdir} -lgraft\nLibs.private: $(BLAS_LIBS) -fopenmp -lm -lpthread -lz -lpng -ljpeg\nCflags: -I$${includedir}\n
 $(BUILD)/graft.pc: Makefile lua/graft.h
 	@mkdir -p $(BUILD)
 	@printf '$(call PC_TEXT,$(PREFIX))' > $@
@@ -126,7 +127,7 @@ fuzz: $(BUILD)/.deps
 
 fuzz-targets: $(FUZZ_SRC:spec/fuzz/%.c=$(BUILD)/%)
 $(BUILD)/fuzz_%: spec/fuzz/fuzz_%.c $(CORE_OBJ)
-	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -o $@ $< $(CORE_OBJ) $(LDLIBS_CORE) -lz
+	$(CC) $(CFLAGS_ALL) -fsanitize=fuzzer -o $@ $< $(CORE_OBJ) $(LDLIBS_CORE)
 
 bench: all
 	bash scripts/bench/run.sh

@@ -181,6 +181,13 @@ graft_status graft_tensor_empty(graft_tensor **out, int ndim, const int64_t *sha
             return graft_error(GRAFT_ENOMEM, "shape too large");
         numel *= shape[i];
     }
+    /* the strides multiply the non-zero sizes, even when a zero size empties the tensor */
+    int64_t span = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] > 1 && span > INT64_MAX / shape[i])
+            return graft_error(GRAFT_ENOMEM, "shape too large");
+        if (shape[i] > 1) span *= shape[i];
+    }
     size_t esz = graft_dtype_size(dtype);
     if (numel > (int64_t)(((size_t)1 << 46) / esz))
         return graft_error(GRAFT_ENOMEM, "out of memory: cannot allocate %lld elements of %s",

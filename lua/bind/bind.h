@@ -80,6 +80,7 @@ void graft_bind_autograd(lua_State *L);
 void graft_bind_pth(lua_State *L);
 void graft_bind_safetensors(lua_State *L);
 void graft_bind_optim(lua_State *L);
+void graft_bind_data(lua_State *L);
 /* The neural-network functions go into graft.F (graft.nn.functional): these two are
  * called with the F table on top of the stack (the module table below it). */
 void graft_bind_nn_spatial(lua_State *L);

@@ -45,6 +45,8 @@ int luaopen_graft(lua_State *L) {
     lua_settop(L, module);
     graft_bind_optim(L);
     lua_settop(L, module);
+    graft_bind_data(L);
+    lua_settop(L, module);
     graft_bind_pth(L);
     lua_settop(L, module);
     graft_bind_safetensors(L);
