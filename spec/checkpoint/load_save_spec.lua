@@ -7,7 +7,6 @@ local H = require("spec.helpers")
 
 local DIR = "spec/fixtures/ckpt_st/"
 local E = H.fixture("ckpt_st/expected")
-local HAVE_PTH = graft._pth_load ~= nil and graft._pth_save ~= nil
 
 local function tmpfile(ext)
   local p = os.tmpname()
@@ -104,11 +103,6 @@ describe("graft.save", function()
 end)
 
 describe(".pth through graft.load / graft.save", function()
-  if not HAVE_PTH then
-    pending("the .pth reader/writer (graft._pth_load, graft._pth_save) is not in this build yet")
-    return
-  end
-
   local function check_train(ckpt)
     assert.are.equal(3, ckpt.epoch)
     assert.are.equal("tiny", ckpt.arch)

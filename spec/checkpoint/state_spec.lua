@@ -318,11 +318,6 @@ describe("graft.state.flatten", function()
 end)
 
 describe("graft.state on real checkpoints", function()
-  if not graft._pth_load then
-    pending("the .pth reader (graft._pth_load) is not in this build yet")
-    return
-  end
-
   it("unwraps a training checkpoint and strips DataParallel's prefix", function()
     local ckpt = graft.load(DIR .. "train_ckpt.pth")
     local sd, info = S.unwrap(ckpt)
