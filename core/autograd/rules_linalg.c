@@ -18,6 +18,8 @@ static const ag_kind k_matmul_dot = {"DotBackward0", la_apply};
 static const ag_kind k_matmul_mm = {"MmBackward0", la_apply};
 static const ag_kind k_matmul_mv = {"MvBackward0", la_apply};
 
+static bool la_col_major(const graft_tensor *m);
+
 static graft_status la_forward(graft_tensor **out, graft_ag_product k, graft_tensor *a, graft_tensor *b) {
     switch (k) {
     case GRAFT_AG_MATMUL: return graft_linalg_matmul(out, a, b);
@@ -54,6 +56,7 @@ graft_status graft_ag_product2(graft_tensor **out, graft_ag_product kind, graft_
     ag_node *n = ag_node_new(la_kind(kind, a, b), 2, ins);
     if (n) {
         n->ia[0] = kind;
+        n->ia[1] = a->ndim == 2 && la_col_major(b);
         if (ag_needs(n, 1)) st = ag_save(n, 0, a, false);
         if (!st && ag_needs(n, 0)) st = ag_save(n, 1, b, false);
     }
@@ -61,6 +64,20 @@ graft_status graft_ag_product2(graft_tensor **out, graft_ag_product kind, graft_
 }
 
 static graft_tensor *la_mT(graft_tensor *x) { return ag_transpose(x, -1, -2); }
+
+/* Whether a 2-D operand is the transpose of a contiguous matrix (a linear layer's w^T). */
+static bool la_col_major(const graft_tensor *m) {
+    return m->ndim == 2 && m->shape[0] > 1 && m->shape[1] > 1 && m->stride[0] == 1 && m->stride[1] == m->shape[0];
+}
+
+/* m1^T g, in the layout of m2: when m2 was the transpose of a contiguous matrix (F.linear
+ * passes w^T), (g^T m1)^T, so that the gradient that reaches w is contiguous and becomes
+ * w.grad without a transposing copy (PyTorch's mm_mat2_backward does the same). */
+static graft_tensor *la_grad_m2(ag_node *n, graft_tensor *ga) {
+    graft_tensor *m1 = ag_saved_get(n, 0);
+    if (n->ia[1]) return la_mT(ag_mm(la_mT(ga), m1));
+    return ag_matmul(la_mT(m1), ga);
+}
 
 /* matmul's gradients in its general form. */
 static void la_matmul_grads(ag_node *n, graft_tensor *g, graft_tensor **gin) {
@@ -126,6 +143,9 @@ static graft_status la_apply(ag_node *n, graft_tensor *g, graft_tensor **gin) {
         if (n->in[0].ndim == 1 && n->in[1].ndim == 1) {
             if (ga) gin[0] = ag_keep(ag_mul(g, b));
             if (gb) gin[1] = ag_keep(ag_mul(g, a));
+        } else if (n->ia[1]) { /* 2-D times a column-major 2-D */
+            if (ga) gin[0] = ag_keep(ag_matmul(g, la_mT(b)));
+            if (gb) gin[1] = ag_keep(la_grad_m2(n, g));
         } else {
             la_matmul_grads(n, g, gin);
         }
@@ -133,7 +153,7 @@ static graft_status la_apply(ag_node *n, graft_tensor *g, graft_tensor **gin) {
     case GRAFT_AG_MM:
     case GRAFT_AG_BMM:
         if (ga) gin[0] = ag_keep(ag_matmul(g, la_mT(b)));
-        if (gb) gin[1] = ag_keep(ag_matmul(la_mT(a), g));
+        if (gb) gin[1] = ag_keep(la_grad_m2(n, g));
         break;
     case GRAFT_AG_MV:
         if (ga) gin[0] = ag_keep(la_outer(g, b));
@@ -153,13 +173,13 @@ static graft_status la_apply(ag_node *n, graft_tensor *g, graft_tensor **gin) {
 
 /* ---- addmm / baddbmm ---- */
 
-/* ia[0] batched; fa[0] beta, fa[1] alpha; saved: 0 m1, 1 m2 */
+/* ia[0] batched, ia[1] m2 column-major (2-D only); fa[0] beta, fa[1] alpha; saved: 0 m1, 1 m2 */
 static graft_status la_add_apply(ag_node *n, graft_tensor *g, graft_tensor **gin) {
     double beta = n->fa[0], alpha = n->fa[1];
     if (ag_needs(n, 0)) gin[0] = ag_keep(beta == 1.0 ? g : ag_muls(g, beta));
     graft_tensor *ga = alpha == 1.0 ? g : ag_muls(g, alpha);
     if (ag_needs(n, 1)) gin[1] = ag_keep(ag_matmul(ga, la_mT(ag_saved_get(n, 1))));
-    if (ag_needs(n, 2)) gin[2] = ag_keep(ag_matmul(la_mT(ag_saved_get(n, 0)), ga));
+    if (ag_needs(n, 2)) gin[2] = ag_keep(la_grad_m2(n, ga));
     return GRAFT_OK;
 }
 
@@ -175,6 +195,7 @@ graft_status graft_ag_addprod(graft_tensor **out, bool batched, graft_tensor *in
     ag_node *n = ag_node_new(batched ? &k_baddbmm : &k_addmm, 3, ins);
     if (n) {
         n->ia[0] = batched;
+        n->ia[1] = !batched && la_col_major(m2);
         n->fa[0] = beta;
         n->fa[1] = alpha;
         if (ag_needs(n, 2)) st = ag_save(n, 0, m1, false);

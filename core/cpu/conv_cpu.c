@@ -383,6 +383,52 @@ static void cv_gather(const cv_plan *pl, const cv_block *blk, int64_t grp, char 
     }
 }
 
+#if defined(__AVX512F__)
+/* The block's im2col for float32 images narrower than a register (OW < 16: the late
+ * layers of a ResNet on small images), by gathers: a table of every tap's source offset
+ * for the block's columns (images and pixels together, -1 outside the image) is made
+ * once, then each (channel, tap) row is 16-lane gathers. The row-by-row copy spends
+ * most of its time on rows of 2 to 8 elements. false: not applicable (or no memory). */
+static bool cv_cols_gather_f32(const cv_plan *pl, const cv_block *blk, int64_t grp, const char *big, float *col) {
+    const graft_conv_geom *g = pl->g;
+    int64_t taps = g->kh * g->kw, width = blk->width, wpad = (width + 15) & ~(int64_t)15;
+    if (blk->nimg * g->C * pl->HW >= INT32_MAX) return false;
+    int32_t *tab = malloc(sizeof(int32_t) * (size_t)(taps * wpad));
+    if (!tab) return false;
+    for (int64_t i = 0; i < g->kh; i++)
+        for (int64_t j = 0; j < g->kw; j++) {
+            int32_t *t = tab + (i * g->kw + j) * wpad;
+            for (int64_t q = 0; q < wpad; q++) {
+                int32_t v = -1;
+                if (q < width) {
+                    int64_t img = q / blk->pn, p = blk->p0 + q % blk->pn;
+                    int64_t ih = (p / g->OW) * g->sh - g->ph + i * g->dh, iw = (p % g->OW) * g->sw - g->pw + j * g->dw;
+                    if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) v = (int32_t)(img * g->C * pl->HW + ih * g->W + iw);
+                }
+                t[q] = v;
+            }
+        }
+    const float *xb = (const float *)big + (blk->n0 * g->C + grp * pl->Cg) * pl->HW;
+    const __m512i zero = _mm512_setzero_si512();
+    for (int64_t c = 0; c < pl->Cg; c++) {
+        const float *xc = xb + c * pl->HW;
+        for (int64_t t = 0; t < taps; t++) {
+            const int32_t *tt = tab + t * wpad;
+            float *dst = col + (c * taps + t) * width;
+            for (int64_t q = 0; q < width; q += 16) {
+                __m512i idx = _mm512_loadu_si512(tt + q);
+                __mmask16 valid = _mm512_cmpge_epi32_mask(idx, zero);
+                __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), valid, idx, xc, 4);
+                if (q + 16 <= width) _mm512_storeu_ps(dst + q, v);
+                else _mm512_mask_storeu_ps(dst + q, cv_mask16(width - q), v);
+            }
+        }
+    }
+    free(tab);
+    return true;
+}
+#endif
+
 /* The block's im2col of group grp into col [K, width]; returns the matrix to use and
  * its row stride (the image itself for a pointwise conv over one image). */
 static const char *cv_cols(const cv_plan *pl, const cv_block *blk, int64_t grp, const char *big, char *col,
@@ -393,6 +439,10 @@ static const char *cv_cols(const cv_plan *pl, const cv_block *blk, int64_t grp, 
         *ld = pl->HW;
         return big + ((size_t)((blk->n0 * g->C + grp * pl->Cg) * pl->HW + blk->p0)) * es;
     }
+    *ld = blk->width;
+#if defined(__AVX512F__)
+    if (g->dtype == GRAFT_F32 && g->OW < 16 && cv_cols_gather_f32(pl, blk, grp, big, (float *)col)) return col;
+#endif
     for (int64_t i = 0; i < blk->nimg; i++) {
         const char *x = big + ((size_t)(((blk->n0 + i) * g->C + grp * pl->Cg) * pl->HW)) * es;
         cv_im2col(g, pl->Cg, x, blk->p0, blk->pn, col + (size_t)(i * blk->pn) * es, blk->width);
@@ -722,17 +772,20 @@ graft_status graft_cpu_conv_weight(const graft_conv_geom *g, const void *small, 
             cv_split(&pl, t, false, &b0, &b1);
             char *dst = t == 0 ? (char *)dw : parts + part * (size_t)(t - 1);
             cv_weight_blocks(&pl, b0, b1, small, big, dst, scratch + per * (size_t)t);
-        }
-        for (int t = 1; t < pl.T; t++) {
-            const char *p = parts + part * (size_t)(t - 1);
-            if (g->dtype == GRAFT_F32) {
-                float *d = dw;
-                const float *s = (const float *)p;
-                for (int64_t i = 0; i < wn; i++) d[i] += s[i];
-            } else {
-                double *d = dw;
-                const double *s = (const double *)p;
-                for (int64_t i = 0; i < wn; i++) d[i] += s[i];
+            /* then every thread adds up its slice of the partials */
+            #pragma omp barrier
+            int64_t i0 = t * wn / pl.T, i1 = (t + 1) * wn / pl.T;
+            for (int u = 1; u < pl.T; u++) {
+                const char *p = parts + part * (size_t)(u - 1);
+                if (g->dtype == GRAFT_F32) {
+                    float *d = dw;
+                    const float *s = (const float *)p;
+                    for (int64_t i = i0; i < i1; i++) d[i] += s[i];
+                } else {
+                    double *d = dw;
+                    const double *s = (const double *)p;
+                    for (int64_t i = i0; i < i1; i++) d[i] += s[i];
+                }
             }
         }
     } else {

@@ -517,10 +517,14 @@ graft_status graft_cpu_winograd_backward(const graft_conv_geom *g, const void *s
             wg_split(&p, t, dbig != NULL, &a, &b);
             wg_back_range(&p, a, b, small, big, U, bias, dbig, parts ? parts + un * (size_t)t : NULL,
                           scratch + per * (size_t)t);
+            if (parts) {
+                /* every thread adds up its slice of the partials */
+                #pragma omp barrier
+                size_t i0 = (size_t)t * un / (size_t)p.T, i1 = (size_t)(t + 1) * un / (size_t)p.T;
+                for (int u = 1; u < p.T; u++)
+                    for (size_t i = i0; i < i1; i++) parts[i] += parts[un * (size_t)u + i];
+            }
         }
-        if (parts)
-            for (int t = 1; t < p.T; t++)
-                for (size_t i = 0; i < un; i++) parts[i] += parts[un * (size_t)t + i];
     } else {
         wg_back_range(&p, 0, p.NT, small, big, U, bias, dbig, parts, scratch);
     }

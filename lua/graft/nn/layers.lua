@@ -628,8 +628,10 @@ function Dropout:forward(x)
 end
 
 ---------------------------------------------------------------------------------------
--- Activations. `inplace` is accepted and printed, but the result is always a new
--- tensor (autograd-safe); nothing else changes.
+-- Activations. `inplace` is accepted and printed; ReLU(true) works in place as
+-- PyTorch's does (x:relu_(), so ResNet's BatchNorm outputs are not kept twice, and the
+-- same errors: a leaf that requires grad, or a tensor a backward rule saved), the
+-- others return a new tensor.
 
 local function activation(name, fwd, extra, ctor)
   local cls = Module:extend(name, { typename = "nn." .. name })
@@ -649,6 +651,7 @@ end
 
 activation("ReLU", function(self, x)
   tensor_in(self, x)
+  if self.inplace then return x:relu_() end
   local f = F.relu
   if f then return f(x) end
   return x:relu()

@@ -465,6 +465,14 @@ function Optimizer:_check_types(gi, group)
   end
 end
 
+-- After each step, one basic step of Lua's collector (a young collection under the
+-- generational mode): Lua counts a tensor as its small userdata, not its storage, so
+-- without it the last steps' activations and gradients stay allocated for tens of steps
+-- (measured: an MLP 784-256-10 at batch 64 peaked at 66 MB instead of 11, resnet18 at
+-- 8x3x64x64 at 308 MB instead of 193). Costs 5-150 us a step; set
+-- optim.collect_garbage = false to leave collection to Lua's own pacing.
+M.collect_garbage = true
+
 -- step([closure]): one update of every parameter that has a gradient; a parameter whose
 -- grad is nil is skipped entirely (no state, no weight decay, no momentum). The closure,
 -- if given, runs first with grad enabled and its value is returned.
@@ -491,6 +499,7 @@ function Optimizer:step(closure)
       end
     end
   end
+  if M.collect_garbage then collectgarbage("step", 0) end
   return loss
 end
 
