@@ -175,21 +175,6 @@ static int m_retain_grad(lua_State *L) {
     return 0;
 }
 
-/* unbind([dim = 1]): a list of the slices along dim (views). */
-static int m_unbind(lua_State *L) {
-    graft_tensor *t = lg_check(L, 1);
-    if (t->ndim == 0) return luaL_error(L, "unbind: cannot unbind a 0-dim tensor");
-    int dim = lua_isnoneornil(L, 2) ? 0 : lg_check_dim(L, 2, t->ndim, "unbind");
-    int64_t n = t->shape[dim];
-    lua_createtable(L, (int)(n < 1 << 20 ? n : 0), 0);
-    for (int64_t i = 0; i < n; i++) {
-        graft_tensor **out = lg_shell(L);
-        if (graft_ag_select(out, t, dim, i)) return lg_raise(L);
-        lua_rawseti(L, -2, i + 1);
-    }
-    return 1;
-}
-
 /* ---- wrappers around methods of other bindings (the original is upvalue 1) ---- */
 
 /* In-place fills: refuse leaves that require grad, run the original, then give a
@@ -315,12 +300,11 @@ static int l_reset_counters(lua_State *L) {
 
 static const luaL_Reg ag_methods[] = {
     {"backward", m_backward}, {"detach", m_detach}, {"detach_", m_detach_},
-    {"requires_grad_", m_requires_grad_}, {"retain_grad", m_retain_grad}, {"unbind", m_unbind},
-    {NULL, NULL}};
+    {"requires_grad_", m_requires_grad_}, {"retain_grad", m_retain_grad}, {NULL, NULL}};
 
 /* Module functions that are also methods (graft.select(t, ...), graft.clone(t)...). */
 static const luaL_Reg ag_both[] = {
-    {"unbind", m_unbind}, {"detach", m_detach}, {NULL, NULL}};
+    {"detach", m_detach}, {NULL, NULL}};
 
 static const luaL_Reg ag_functions[] = {
     {"no_grad", l_no_grad}, {"enable_grad", l_enable_grad}, {"is_grad_enabled", l_is_grad_enabled},

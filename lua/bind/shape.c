@@ -5,6 +5,8 @@
  * tensors are 0-based throughout, as in PyTorch. */
 #include "bind.h"
 
+#include "autograd/autograd.h"
+
 #include <string.h>
 
 #include "ops/index.h"
@@ -403,7 +405,7 @@ static int sh_unbind(lua_State *L) {
     lua_createtable(L, (int)(n < 1 << 20 ? n : 0), 0);
     for (int64_t i = 0; i < n; i++) {
         graft_tensor **out = lg_shell(L);
-        if (graft_tensor_select(out, t, dim, i)) return lg_raise(L);
+        if (graft_ag_select(out, t, dim, i)) return lg_raise(L);
         lua_rawseti(L, -2, i + 1);
     }
     return 1;

@@ -81,14 +81,7 @@ local function fits(t, v)
   return true
 end
 
-local function capped(names, cap)
-  cap = cap or CAP
-  local shown = {}
-  for i = 1, math.min(#names, cap) do shown[i] = names[i] end
-  local s = table.concat(shown, ", ")
-  if #names > cap then s = s .. (", ... and %d more"):format(#names - cap) end
-  return s
-end
+local function capped(names, cap) return state._capped(names, cap or CAP) end
 
 ---------------------------------------------------------------------------------------
 -- Options

@@ -58,6 +58,8 @@ local function capped(names, cap)
   if #names > cap then s = s .. (", ... and %d more"):format(#names - cap) end
   return s
 end
+-- "a, b, c, ... and N more": shared with the report of net:load_pretrained
+M._capped = capped
 
 local function count_tensors(d)
   local n = 0
