@@ -271,27 +271,25 @@ function ConvNd:_pad_input(x)
   return need("pad")(x, pad, { mode = self.padding_mode }), 0
 end
 
+-- The forward of Conv1d and Conv2d: check, pad (non-zero padding modes), convolve.
+local function conv_forward(self, x, fname)
+  self:_check_input(x)
+  local xin, padding = self:_pad_input(x)
+  return need(fname)(xin, self.weight, self.bias,
+    { stride = self.stride, padding = padding, dilation = self.dilation, groups = self.groups })
+end
+
 local Conv1d = ConvNd:extend("Conv1d", { typename = "nn.Conv1d" })
 L.Conv1d = Conv1d
 -- nn.Conv1d(in, out, kernel_size [, {stride, padding, dilation, groups, bias, padding_mode}])
 function Conv1d:__init(i, o_, k, o) conv_init(self, "Conv1d", 1, false, i, o_, k, o) end
-function Conv1d:forward(x)
-  self:_check_input(x)
-  local xin, padding = self:_pad_input(x)
-  return need("conv1d")(xin, self.weight, self.bias,
-    { stride = self.stride, padding = padding, dilation = self.dilation, groups = self.groups })
-end
+function Conv1d:forward(x) return conv_forward(self, x, "conv1d") end
 
 local Conv2d = ConvNd:extend("Conv2d", { typename = "nn.Conv2d" })
 L.Conv2d = Conv2d
 -- nn.Conv2d(in, out, kernel_size [, {stride, padding, dilation, groups, bias, padding_mode}])
 function Conv2d:__init(i, o_, k, o) conv_init(self, "Conv2d", 2, false, i, o_, k, o) end
-function Conv2d:forward(x)
-  self:_check_input(x)
-  local xin, padding = self:_pad_input(x)
-  return need("conv2d")(xin, self.weight, self.bias,
-    { stride = self.stride, padding = padding, dilation = self.dilation, groups = self.groups })
-end
+function Conv2d:forward(x) return conv_forward(self, x, "conv2d") end
 
 local ConvTranspose2d = ConvNd:extend("ConvTranspose2d", { typename = "nn.ConvTranspose2d" })
 L.ConvTranspose2d = ConvTranspose2d

@@ -450,18 +450,21 @@ local function call_lambda(self, i, f, e)
 end
 
 local LambdaLR = class("LambdaLR")
-S.LambdaLR = function(opt, opts)
-  local name = "LambdaLR"
-  check_optimizer(name, opt)
-  opts = check_opt_table(name, opts, set { "lr_lambda", "last_epoch", "verbose" })
-  local self = setmetatable({ optimizer = opt, _graft = {} }, LambdaLR)
-  lambdas_init(self, name, opt, opts)
-  self._get_lr_called_within_step = false
-  Base._init(self, opt, check_last_epoch(name, opts.last_epoch), opts.verbose)
-  return self
+-- LambdaLR and MultiplicativeLR: the same construction and state, different rules.
+local function lambda_scheduler(cls, name)
+  S[name] = function(opt, opts)
+    check_optimizer(name, opt)
+    opts = check_opt_table(name, opts, set { "lr_lambda", "last_epoch", "verbose" })
+    local self = setmetatable({ optimizer = opt, _graft = {} }, cls)
+    lambdas_init(self, name, opt, opts)
+    self._get_lr_called_within_step = false
+    Base._init(self, opt, check_last_epoch(name, opts.last_epoch), opts.verbose)
+    return self
+  end
+  cls._adopt, cls._save, cls._load = lambdas_adopt, lambdas_save, lambdas_load
+  cls._load_keys = set { "lr_lambdas" }
 end
-LambdaLR._adopt, LambdaLR._save, LambdaLR._load = lambdas_adopt, lambdas_save, lambdas_load
-LambdaLR._load_keys = set { "lr_lambdas" }
+lambda_scheduler(LambdaLR, "LambdaLR")
 function LambdaLR._rule(self)
   local out = {}
   for i, base in ipairs(self.base_lrs) do
@@ -471,18 +474,7 @@ function LambdaLR._rule(self)
 end
 
 local MultiplicativeLR = class("MultiplicativeLR")
-S.MultiplicativeLR = function(opt, opts)
-  local name = "MultiplicativeLR"
-  check_optimizer(name, opt)
-  opts = check_opt_table(name, opts, set { "lr_lambda", "last_epoch", "verbose" })
-  local self = setmetatable({ optimizer = opt, _graft = {} }, MultiplicativeLR)
-  lambdas_init(self, name, opt, opts)
-  self._get_lr_called_within_step = false
-  Base._init(self, opt, check_last_epoch(name, opts.last_epoch), opts.verbose)
-  return self
-end
-MultiplicativeLR._adopt, MultiplicativeLR._save, MultiplicativeLR._load = lambdas_adopt, lambdas_save, lambdas_load
-MultiplicativeLR._load_keys = set { "lr_lambdas" }
+lambda_scheduler(MultiplicativeLR, "MultiplicativeLR")
 function MultiplicativeLR._rule(self)
   local groups, e = self.optimizer.param_groups, self.last_epoch
   if e > 0 then
