@@ -6,6 +6,12 @@
 #   make asan       build and run the specs under AddressSanitizer + UBSan
 #   make bench      the benchmarks against PyTorch (see scripts/bench/)
 #   make install PREFIX=/usr/local
+#   make gpu-check  on a machine with an NVIDIA GPU: CUDA specs + GPU benchmark
+#
+# CUDA: `make` builds the CUDA backend in when it finds nvcc (CUDA_HOME=/usr/local/cuda);
+# CUDA=0 leaves it out, CUDA=1 insists, CUDA=emu builds it over the host emulator
+# (core/cuda/emu: kernels run on the CPU). With CUDA on, `make test` also builds the
+# emulated module (build/emu/graft.so) and runs spec/cuda against it.
 
 PREFIX ?= /usr/local
 BUILD ?= build
@@ -23,11 +29,51 @@ BLAS_LIBS = -L$(OPENBLAS_DIR) -l:libopenblas.so.0 -Wl,-rpath,$(OPENBLAS_DIR)
 
 OPT ?= -O2 -march=native
 WARN = -Wall -Wextra -Wshadow -Wmissing-prototypes -Wstrict-prototypes -Wno-unused-parameter
-CFLAGS_ALL = -std=gnu11 $(OPT) -g -fPIC -fopenmp $(WARN) -Icore -Ilua $(LUA_CFLAGS) $(EXTRA_CFLAGS)
-LDLIBS_CORE = $(BLAS_LIBS) -fopenmp -lm -lpthread -lz -lpng -ljpeg
+CFLAGS_ALL = -std=gnu11 $(OPT) -g -fPIC -fopenmp $(WARN) -Icore -Ilua $(LUA_CFLAGS) $(CUDA_DEFS) $(EXTRA_CFLAGS)
+LDLIBS_CORE = $(BLAS_LIBS) -fopenmp -lm -lpthread -lz -lpng -ljpeg $(CUDA_LIBS)
 READLINE_LIBS = -lreadline
 
-CORE_SRC := $(sort $(wildcard core/*/*.c))
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(CUDA_HOME)/bin/nvcc
+CUDA ?= auto
+ifeq ($(CUDA),auto)
+  override CUDA := $(if $(wildcard $(NVCC)),1,0)
+endif
+ifeq ($(CUDA),1)
+  ifeq ($(wildcard $(NVCC)),)
+    $(error CUDA=1 but nvcc is not at $(NVCC): install the CUDA toolkit or set CUDA_HOME)
+  endif
+endif
+# SASS for Hopper (sm_90) plus PTX that newer and older (>= sm_75) GPUs compile at load.
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_75,code=compute_75
+CUDA_CFLAGS = -I$(CUDA_HOME)/include
+CUDA_CU_SRC := $(sort $(wildcard core/cuda/*.cu))
+CUDA_C_SRC := $(sort $(wildcard core/cuda/*.c))
+CUDA_EMU_SRC := $(sort $(wildcard core/cuda/emu/*.cpp))
+NVCC_FLAGS = -std=c++17 -O3 $(CUDA_ARCH) -Xcompiler -fPIC -Icore $(CUDA_CFLAGS) -DGRAFT_WITH_CUDA \
+             -Xcudafe --diag_suppress=177
+EMU_CXXFLAGS = -std=gnu++17 -O2 -g -fPIC -Wall -Wno-unused-parameter -Wno-unused-function -Icore \
+               $(CUDA_CFLAGS) -DGRAFT_WITH_CUDA -DGRAFT_CUDA_EMU
+CUDA_REAL_OBJ := $(CUDA_CU_SRC:%.cu=$(BUILD)/obj/%.o) $(CUDA_C_SRC:%.c=$(BUILD)/obj/%.o)
+CUDA_EMU_OBJ := $(CUDA_CU_SRC:%.cu=$(BUILD)/emu/obj/%.o) $(CUDA_C_SRC:%.c=$(BUILD)/emu/obj/%.o) \
+                $(CUDA_EMU_SRC:%.cpp=$(BUILD)/emu/obj/%.o)
+CUDA_REAL_LIBS = -L$(CUDA_HOME)/lib64 -l:libcudart_static.a -ldl -lrt -lstdc++
+CUDA_EMU_LIBS = -lstdc++
+ifeq ($(CUDA),0)
+  CUDA_OBJ :=
+  CUDA_LIBS :=
+  CUDA_DEFS :=
+else ifeq ($(CUDA),emu)
+  CUDA_OBJ := $(CUDA_EMU_OBJ)
+  CUDA_LIBS := $(CUDA_EMU_LIBS)
+  CUDA_DEFS := -DGRAFT_WITH_CUDA
+else
+  CUDA_OBJ := $(CUDA_REAL_OBJ)
+  CUDA_LIBS := $(CUDA_REAL_LIBS)
+  CUDA_DEFS := -DGRAFT_WITH_CUDA
+endif
+
+CORE_SRC := $(sort $(filter-out core/cuda/%,$(wildcard core/*/*.c)))
 BIND_SRC := $(sort $(wildcard lua/bind/*.c)) lua/embed.c
 EXE_SRC := $(sort $(filter-out lua/embed.c,$(wildcard lua/*.c)))
 LUA_LIB := $(sort $(shell find lua/graft -name '*.lua' 2>/dev/null))
@@ -36,12 +82,12 @@ HOST_SRC := $(sort $(wildcard spec/host/*.c))
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/obj/%.o)
 BIND_OBJ := $(BIND_SRC:%.c=$(BUILD)/obj/%.o) $(BUILD)/obj/gen/lua_embed.o
 EXE_OBJ := $(EXE_SRC:%.c=$(BUILD)/obj/%.o)
-LIB_OBJ := $(CORE_OBJ) $(BIND_OBJ)
+LIB_OBJ := $(CORE_OBJ) $(BIND_OBJ) $(CUDA_OBJ)
 
 VERSION := $(shell sed -n 's/^#define GRAFT_VERSION "\(.*\)"/\1/p' lua/graft.h 2>/dev/null)
 
-.PHONY: all deps test demo asan bench install clean fuzz fuzz-targets
-all: $(BUILD)/.deps $(BUILD)/libgraft.a $(BUILD)/libgraft.so $(BUILD)/graft.so $(BUILD)/graft \
+.PHONY: all deps test demo asan bench install clean fuzz fuzz-targets gpu-check gpu-pack emu
+all: $(BUILD)/.deps $(BUILD)/.cuda-$(CUDA) $(BUILD)/libgraft.a $(BUILD)/libgraft.so $(BUILD)/graft.so $(BUILD)/graft \
      $(BUILD)/graft.pc $(BUILD)/host_example
 
 # Install what is missing, saying what. Runs once per build folder.
@@ -57,9 +103,36 @@ $(BUILD)/.deps:
 	fi
 	@mkdir -p $(BUILD) && touch $@
 
-$(BUILD)/obj/%.o: %.c | $(BUILD)/.deps
+# The CUDA mode is compiled into every object (GRAFT_WITH_CUDA): switching it rebuilds.
+$(BUILD)/.cuda-$(CUDA): | $(BUILD)/.deps
+	@rm -f $(BUILD)/.cuda-* && touch $@
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/.cuda-$(CUDA) | $(BUILD)/.deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+# CUDA: host-side C with the toolkit's headers; kernels through nvcc, or through g++
+# over the emulator (its header forced in first).
+$(BUILD)/obj/core/cuda/%.o: core/cuda/%.c $(BUILD)/.cuda-$(CUDA) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(CUDA_CFLAGS) $(if $(filter emu,$(CUDA)),-DGRAFT_CUDA_EMU) -MMD -MP -c $< -o $@
+$(BUILD)/obj/core/cuda/%.o: core/cuda/%.cu core/cuda/kernel.cuh $(BUILD)/.cuda-$(CUDA) | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVCC_FLAGS) -MMD -MP -c $< -o $@
+$(BUILD)/emu/obj/core/cuda/%.o: core/cuda/%.c | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -DGRAFT_WITH_CUDA $(CUDA_CFLAGS) -DGRAFT_CUDA_EMU -MMD -MP -c $< -o $@
+$(BUILD)/emu/obj/core/cuda/%.o: core/cuda/%.cu core/cuda/emu/emu.h | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -include core/cuda/emu/emu.h -MMD -MP -x c++ -c $< -o $@
+$(BUILD)/emu/obj/core/cuda/emu/%.o: core/cuda/emu/%.cpp core/cuda/emu/emu.h | $(BUILD)/.deps
+	@mkdir -p $(dir $@)
+	$(CXX) $(EMU_CXXFLAGS) -MMD -MP -c $< -o $@
+
+# The module over the emulator, for spec/cuda on machines without a GPU.
+emu: $(BUILD)/emu/graft.so
+$(BUILD)/emu/graft.so: $(CORE_OBJ) $(BIND_OBJ) $(CUDA_EMU_OBJ)
+	$(CC) -shared -Wl,-z,nodelete -o $@ $^ $(BLAS_LIBS) -fopenmp -lm -lpthread -lz -lpng -ljpeg $(CUDA_EMU_LIBS)
 
 # The pure-Lua library is compiled into the binaries (package.preload), so the
 # executable, libgraft and the Lua module never look for it on disk.
@@ -92,8 +165,19 @@ $(BUILD)/graft.pc: Makefile lua/graft.h
 	@mkdir -p $(BUILD)
 	@printf '$(call PC_TEXT,$(PREFIX))' > $@
 
-test: all
-	GRAFT_BIN=$(BUILD)/graft GRAFT_HOST_EXAMPLE=$(BUILD)/host_example lua5.4 /usr/bin/busted --cpath='$(BUILD)/?.so' spec
+# With CUDA built in, spec/cuda runs a second time over the emulator (its own summary line).
+TEST_EMU = $(if $(filter 0,$(CUDA)),,$(BUILD)/emu/graft.so)
+test: all $(TEST_EMU)
+	@s=0; GRAFT_BIN=$(BUILD)/graft GRAFT_HOST_EXAMPLE=$(BUILD)/host_example lua5.4 /usr/bin/busted --cpath='$(BUILD)/?.so' spec || s=1; \
+	if [ -n "$(TEST_EMU)" ]; then echo "spec/cuda over the CUDA emulator ($(TEST_EMU)):"; \
+	  GRAFT_CUDA_EMU=1 lua5.4 /usr/bin/busted --cpath='$(BUILD)/emu/?.so' spec/cuda || s=1; fi; exit $$s
+
+# On a machine with an NVIDIA GPU (the lent H200): see scripts/gpu/check.sh. gpu-pack
+# (here) bundles the sm_90 build and its runtime for a GPU machine without the packages.
+gpu-check:
+	bash scripts/gpu/check.sh
+gpu-pack:
+	bash scripts/gpu/pack.sh
 
 demo: all
 	$(BUILD)/graft scripts/demo.lua
@@ -146,4 +230,4 @@ install: all
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/emu/obj -name '*.d' 2>/dev/null)

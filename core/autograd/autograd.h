@@ -95,6 +95,8 @@ graft_status graft_detach_(graft_tensor *t);
 graft_status graft_ag_clone(graft_tensor **out, graft_tensor *t);
 graft_status graft_ag_contiguous(graft_tensor **out, graft_tensor *t);
 graft_status graft_ag_to_dtype(graft_tensor **out, graft_tensor *t, graft_dtype dtype);
+/* +1: a copy of t on dev as dtype (t.to(device)); the gradient returns to t's device. */
+graft_status graft_ag_to_device(graft_tensor **out, graft_tensor *t, graft_device dev, graft_dtype dtype);
 graft_status graft_ag_copy_(graft_tensor *dst, graft_tensor *src);
 graft_status graft_ag_select(graft_tensor **out, graft_tensor *t, int dim, int64_t index);
 /* +1: t() (at most 2 dims): the transpose, or t itself viewed again (TBackward0). */

@@ -250,6 +250,7 @@ static ag_node *ag_edge_of(graft_tensor *t) {
 static void ag_input_set_geometry(ag_input *in, const graft_tensor *t) {
     in->ndim = t->ndim;
     in->dtype = t->dtype;
+    in->device = graft_tensor_device(t);
     memcpy(in->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
 }
 
@@ -400,6 +401,7 @@ typedef struct {
     int64_t bshape[GRAFT_MAX_DIMS], bstride[GRAFT_MAX_DIMS], boffset;
     int64_t extent;      /* elements: 1 + the highest element either reaches */
     graft_dtype dtype;
+    graft_device device;
 } ag_region_geom;
 
 static int64_t ag_reach(int ndim, const int64_t *shape, const int64_t *stride, int64_t offset) {
@@ -424,6 +426,7 @@ static ag_region_geom *ag_region_new(const graft_tensor *view, const graft_tenso
     int64_t b = ag_reach(base->ndim, base->shape, base->stride, base->offset);
     r->extent = (a > b ? a : b) + 1;
     r->dtype = base->dtype;
+    r->device = graft_tensor_device(base);
     return r;
 }
 
@@ -431,7 +434,7 @@ static ag_region_geom *ag_region_new(const graft_tensor *view, const graft_tenso
  * pooled. */
 static bool ag_region_make(const ag_region_geom *r, graft_tensor **full, graft_tensor **region) {
     graft_storage *s;
-    graft_status st = graft_storage_new(&s, (size_t)r->extent * graft_dtype_size(r->dtype), graft_cpu);
+    graft_status st = graft_storage_new(&s, (size_t)r->extent * graft_dtype_size(r->dtype), r->device);
     if (st) return ag_fail(st), false;
     graft_tensor *f = NULL, *v = NULL;
     st = graft_tensor_from_storage(&f, s, r->dtype, r->bndim, r->bshape, r->bstride, r->boffset);
@@ -459,6 +462,7 @@ static graft_status ag_copyslices_apply(ag_node *n, graft_tensor *g, graft_tenso
     graft_tensor *igin_stack[8] = {NULL}, **igin = igin_stack;
     if (inner->n_in > 8 && !(igin = calloc((size_t)inner->n_in, sizeof *igin)))
         return graft_error(GRAFT_ENOMEM, "backward: out of memory");
+    ag_device = graft_tensor_device(gr);
     graft_status st = inner->kind->apply(inner, gr, igin);
     if (!st && !ag_pool_failed()) {
         graft_tensor *g0 = igin[0] ? ag_pool(igin[0]) : NULL;
@@ -688,6 +692,7 @@ static graft_status ag_run_node(ag_node *n, graft_tensor *g, bool retain_graph, 
         return graft_error(GRAFT_ENOMEM, "backward: out of memory");
     if (g && !st) {
         int mark = ag_pool_mark();
+        ag_device = graft_tensor_device(g);
         st = n->kind->apply(n, g, gin);
         graft_status pst = ag_pool_unwind(mark);
         if (!st) st = pst;

@@ -107,9 +107,11 @@ graft_tensor *ag_where0_not(graft_tensor *cond, graft_tensor *a) {
     return ag_take(st, r);
 }
 
-graft_tensor *ag_zeros(int ndim, const int64_t *shape, graft_dtype dtype) {
+_Thread_local graft_device ag_device = {GRAFT_CPU, 0};
+
+graft_tensor *ag_zeros_on(int ndim, const int64_t *shape, graft_dtype dtype, graft_device dev) {
     graft_tensor *r = NULL;
-    graft_status st = graft_tensor_empty(&r, ndim, shape, dtype, graft_cpu);
+    graft_status st = graft_tensor_empty(&r, ndim, shape, dtype, dev);
     if (!st && (st = graft_tensor_fill_int_(r, 0))) {
         graft_tensor_release(r);
         r = NULL;
@@ -117,7 +119,13 @@ graft_tensor *ag_zeros(int ndim, const int64_t *shape, graft_dtype dtype) {
     return ag_take(st, r);
 }
 
-graft_tensor *ag_zeros_in(ag_node *n, int i, graft_dtype d) { return ag_zeros(n->in[i].ndim, n->in[i].shape, d); }
+graft_tensor *ag_zeros(int ndim, const int64_t *shape, graft_dtype dtype) {
+    return ag_zeros_on(ndim, shape, dtype, ag_device);
+}
+
+graft_tensor *ag_zeros_in(ag_node *n, int i, graft_dtype d) {
+    return ag_zeros_on(n->in[i].ndim, n->in[i].shape, d, n->in[i].device);
+}
 
 graft_tensor *ag_sum(graft_tensor *a, const int *dims, int ndims, bool keepdim) {
     if (!a) return NULL;

@@ -31,6 +31,7 @@ typedef struct {
     ag_node *next;                   /* strong; NULL when this input needs no grad */
     int ndim;
     graft_dtype dtype;
+    graft_device device;
     int64_t shape[GRAFT_MAX_DIMS];
 } ag_input;
 
@@ -145,7 +146,11 @@ graft_tensor *ag_neg(graft_tensor *a);
 graft_tensor *ag_where(graft_tensor *cond, graft_tensor *a, graft_tensor *b);
 graft_tensor *ag_where0(graft_tensor *cond, graft_tensor *a);       /* cond ? a : 0 */
 graft_tensor *ag_where0_not(graft_tensor *cond, graft_tensor *a);   /* cond ? 0 : a */
+/* The device of the gradient the running rule was given: rules allocate there. */
+extern _Thread_local graft_device ag_device;
+/* Zeros on ag_device (ag_zeros) or on dev (ag_zeros_on). */
 graft_tensor *ag_zeros(int ndim, const int64_t *shape, graft_dtype dtype);
+graft_tensor *ag_zeros_on(int ndim, const int64_t *shape, graft_dtype dtype, graft_device dev);
 /* zeros of input i's shape in dtype d */
 graft_tensor *ag_zeros_in(ag_node *n, int i, graft_dtype d);
 graft_tensor *ag_sum(graft_tensor *a, const int *dims, int ndims, bool keepdim);

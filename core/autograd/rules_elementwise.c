@@ -13,7 +13,7 @@
 static graft_tensor *ew_full0(double v, graft_dtype d) {
     graft_tensor *r = NULL;
     int64_t none[1] = {0};
-    graft_status st = graft_tensor_empty(&r, 0, none, d, graft_cpu);
+    graft_status st = graft_tensor_empty(&r, 0, none, d, ag_device);
     if (!st && (st = graft_tensor_fill_(r, v))) {
         graft_tensor_release(r);
         r = NULL;

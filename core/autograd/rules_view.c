@@ -190,6 +190,31 @@ graft_status graft_ag_to_dtype(graft_tensor **out, graft_tensor *t, graft_dtype 
     return vw_record(st, out, t, &k_to_copy, VW_IDENTITY, NULL, 0);
 }
 
+/* to(device): the gradient goes back to the input's device (and dtype). */
+static graft_status vw_to_device_apply(ag_node *n, graft_tensor *g, graft_tensor **gin) {
+    if (!ag_needs(n, 0)) return GRAFT_OK;
+    graft_tensor *r = NULL;
+    graft_status st = graft_tensor_empty(&r, g->ndim, g->shape, n->in[0].dtype, n->in[0].device);
+    if (!st && (st = graft_tensor_copy_(r, g))) {
+        graft_tensor_release(r);
+        r = NULL;
+    }
+    gin[0] = r;
+    return st;
+}
+
+static const ag_kind k_to_device = {"ToCopyBackward0", vw_to_device_apply};
+
+graft_status graft_ag_to_device(graft_tensor **out, graft_tensor *t, graft_device dev, graft_dtype dtype) {
+    graft_status st = graft_tensor_empty(out, t->ndim, t->shape, dtype, dev);
+    if (!st && (st = graft_tensor_copy_(*out, t))) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
+    if (st || !graft_grad_enabled() || !ag_should_record(*out, &t, 1)) return st;
+    return ag_finish(GRAFT_OK, ag_node_new(&k_to_device, 1, &t), out, NULL);
+}
+
 /* copy_: the old value of dst gets no gradient; src gets dst's (summed over the dims it
  * was broadcast along, converted to its dtype). */
 static graft_status vw_copy_apply(ag_node *n, graft_tensor *g, graft_tensor **gin) {

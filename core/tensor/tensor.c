@@ -3,6 +3,7 @@
 #include "tensor.h"
 #include "alloc.h"
 #include "iter.h"
+#include "cuda/cuda.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -24,8 +25,8 @@ static void storage_free_owned(void *ctx, void *data, size_t nbytes) {
 
 graft_status graft_storage_new(graft_storage **out, size_t nbytes, graft_device dev) {
     *out = NULL;
-    if (dev.type != GRAFT_CPU)
-        return graft_error(GRAFT_EDEVICE, "device %s is not available in this build", dev.type == GRAFT_CUDA ? "cuda" : "?");
+    if (dev.type == GRAFT_CUDA) return graft_cuda_storage_new(out, nbytes, dev);
+    if (dev.type != GRAFT_CPU) return graft_error(GRAFT_EDEVICE, "unknown device type %d", dev.type);
     if (nbytes > ((size_t)1 << 46))
         return graft_error(GRAFT_ENOMEM, "out of memory: cannot allocate %zu bytes", nbytes);
     size_t actual = 0;
@@ -427,7 +428,8 @@ static void copy_same_loop(char **d, const int64_t *s, int64_t n, void *ctx) {
 
 graft_status graft_tensor_copy_(graft_tensor *dst, graft_tensor *src) {
     char a[GRAFT_MAX_DIMS * 24 + 3], b[GRAFT_MAX_DIMS * 24 + 3];
-    if (!graft_device_eq(graft_tensor_device(dst), graft_tensor_device(src)))
+    bool on_cuda = graft_tensor_device(dst).type == GRAFT_CUDA || graft_tensor_device(src).type == GRAFT_CUDA;
+    if (!on_cuda && !graft_device_eq(graft_tensor_device(dst), graft_tensor_device(src)))
         return graft_error(GRAFT_EDEVICE, "copy_: tensors are on different devices");
     /* src must broadcast to dst's shape */
     if (src->ndim > dst->ndim)
@@ -435,6 +437,11 @@ graft_status graft_tensor_copy_(graft_tensor *dst, graft_tensor *src) {
     for (int i = 0; i < src->ndim; i++) {
         int64_t ss = src->shape[src->ndim - 1 - i], ds = dst->shape[dst->ndim - 1 - i];
         if (ss != ds && ss != 1) goto bad;
+    }
+    if (on_cuda) { /* any mix of host and device sides: core/cuda/runtime.c */
+        graft_status cs = graft_cuda_copy_(dst, src);
+        if (!cs) graft_tensor_bump(dst);
+        return cs;
     }
     graft_iter it;
     graft_tensor *ops[2] = {dst, src};
@@ -471,6 +478,11 @@ static void fill_loop(char **d, const int64_t *s, int64_t n, void *vctx) {
 }
 
 static graft_status tensor_fill_bytes(graft_tensor *dst, fill_ctx *c) {
+    if (graft_tensor_device(dst).type == GRAFT_CUDA) {
+        graft_status cs = graft_cuda_fill_bytes_(dst, c->bytes);
+        if (!cs) graft_tensor_bump(dst);
+        return cs;
+    }
     graft_iter it;
     graft_tensor *ops[1] = {dst};
     graft_status st = graft_iter_init(&it, 1, ops, dst->ndim, dst->shape);

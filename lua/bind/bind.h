@@ -81,6 +81,14 @@ void graft_bind_pth(lua_State *L);
 void graft_bind_safetensors(lua_State *L);
 void graft_bind_optim(lua_State *L);
 void graft_bind_data(lua_State *L);
+void graft_bind_cuda(lua_State *L);
+/* t moved to dev as dtype d, pushed (autograd records it); raises on failure. */
+int lg_to_device(lua_State *L, graft_tensor *t, graft_device dev, graft_dtype d);
+/* t itself when on the CPU, else a CPU copy pushed on the stack (which grows by one):
+ * for bindings that read elements (item, tolist, scalar arguments). Raises on failure. */
+graft_tensor *lg_on_host(lua_State *L, graft_tensor *t);
+/* t itself when on dev, else a copy on dev pushed on the stack (grows by one). */
+graft_tensor *lg_on_device(lua_State *L, graft_tensor *t, graft_device dev);
 /* The neural-network functions go into graft.F (graft.nn.functional): these two are
  * called with the F table on top of the stack (the module table below it). */
 void graft_bind_nn_spatial(lua_State *L);

@@ -51,6 +51,8 @@ int luaopen_graft(lua_State *L) {
     lua_settop(L, module);
     graft_bind_safetensors(L);
     lua_settop(L, module);
+    graft_bind_cuda(L);
+    lua_settop(L, module);
     lua_pushliteral(L, GRAFT_VERSION);
     lua_setfield(L, module, "version");
 

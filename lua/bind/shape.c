@@ -24,8 +24,11 @@ static graft_ix_value sh_check_value(lua_State *L, int idx, const char *op) {
     if (t) {
         if (t->ndim != 0)
             luaL_error(L, "%s: the value must be a number or a 0-dim tensor, got a tensor with %d dims", op, t->ndim);
+        int top = lua_gettop(L);
+        t = lg_on_host(L, t);
         if (graft_dtype_is_float(t->dtype)) v.d = graft_load_f64(graft_tensor_data(t), t->dtype);
         else { v.is_int = true; v.i = graft_load_i64(graft_tensor_data(t), t->dtype); }
+        lua_settop(L, top);
     } else if (lua_isboolean(L, idx)) {
         v.is_int = true;
         v.i = lua_toboolean(L, idx);
@@ -214,9 +217,10 @@ static int sh_index_put_(lua_State *L) {
         graft_ix_value v = sh_check_value(L, 3, "index_put_");
         int64_t none[1] = {0};
         graft_tensor **tmp = lg_shell(L);
-        if (graft_tensor_empty(tmp, 0, none, t->dtype, graft_tensor_device(t))) return lg_raise(L);
+        if (graft_tensor_empty(tmp, 0, none, t->dtype, graft_cpu)) return lg_raise(L);
         graft_ix_value_store(graft_tensor_data(*tmp), t->dtype, v);
         value = *tmp;
+        if (graft_tensor_device(t).type != GRAFT_CPU) value = lg_on_device(L, value, graft_tensor_device(t));
     }
     if (graft_index_put_(t, ix, n, value)) return lg_raise(L);
     lua_settop(L, 1);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "autograd/autograd.h"
+#include "cuda/cuda.h"
 #include "tensor/alloc.h"
 #include "tensor/iter.h"
 #include "tensor/rng.h"
@@ -501,12 +502,38 @@ static int t_to(lua_State *L) {
     } else {
         return luaL_argerror(L, 2, "expected a dtype, a device, a tensor or an options table");
     }
-    if (!graft_device_eq(dev, graft_tensor_device(t))) {
-        char buf[16];
-        return luaL_error(L, "to: device %s is not available in this build", graft_device_str(dev, buf));
-    }
+    if (!graft_device_eq(dev, graft_tensor_device(t))) return lg_to_device(L, t, dev, d);
     lua_settop(L, 1);
     return t_to_dtype_impl(L, t, d);
+}
+
+/* A copy of t on dev (as dtype d): the transfer goes through graft_tensor_copy_, which
+ * stages host-to-device copies through pinned memory. Differentiable: the gradient
+ * goes back to t's device. */
+int lg_to_device(lua_State *L, graft_tensor *t, graft_device dev, graft_dtype d) {
+    if (dev.type == GRAFT_CUDA && graft_cuda_check_device(dev, "to")) return lg_raise(L);
+    graft_tensor **out = lg_shell(L);
+    if (graft_ag_to_device(out, t, dev, d)) return lg_raise(L);
+    return 1;
+}
+
+/* t:cuda([index]) and t:cpu(): t itself when already there. */
+static int t_cuda(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    graft_device dev = {GRAFT_CUDA, (int8_t)(lua_isnoneornil(L, 2) ? graft_cuda_current_device() : luaL_checkinteger(L, 2))};
+    if (graft_device_eq(dev, graft_tensor_device(t))) { lua_settop(L, 1); return 1; }
+    return lg_to_device(L, t, dev, t->dtype);
+}
+
+static int t_cpu(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    if (graft_tensor_device(t).type == GRAFT_CPU) { lua_settop(L, 1); return 1; }
+    return lg_to_device(L, t, graft_cpu, t->dtype);
+}
+
+static int t_is_cuda(lua_State *L) {
+    lua_pushboolean(L, graft_tensor_device(lg_check(L, 1)).type == GRAFT_CUDA);
+    return 1;
 }
 
 #define CONVERT_METHOD(fname, D) \
@@ -522,7 +549,6 @@ CONVERT_METHOD(t_char, GRAFT_I8)
 CONVERT_METHOD(t_byte, GRAFT_U8)
 CONVERT_METHOD(t_bool, GRAFT_BOOL)
 
-static int t_cpu(lua_State *L) { lg_check(L, 1); lua_settop(L, 1); return 1; }
 
 /* ---- reading values out ---- */
 
@@ -544,8 +570,24 @@ static void tolist_rec(lua_State *L, const graft_tensor *t, int dim, const char 
     }
 }
 
+/* t itself when on the CPU; else a CPU copy, pushed (the stack grows by one). */
+graft_tensor *lg_on_host(lua_State *L, graft_tensor *t) {
+    if (graft_tensor_device(t).type == GRAFT_CPU) return t;
+    graft_tensor **out = lg_shell(L);
+    if (graft_tensor_empty(out, t->ndim, t->shape, t->dtype, graft_cpu) || graft_tensor_copy_(*out, t)) lg_raise(L);
+    return *out;
+}
+
+graft_tensor *lg_on_device(lua_State *L, graft_tensor *t, graft_device dev) {
+    if (graft_device_eq(graft_tensor_device(t), dev)) return t;
+    if (dev.type == GRAFT_CUDA && graft_cuda_check_device(dev, "to")) lg_raise(L);
+    graft_tensor **out = lg_shell(L);
+    if (graft_tensor_empty(out, t->ndim, t->shape, t->dtype, dev) || graft_tensor_copy_(*out, t)) lg_raise(L);
+    return *out;
+}
+
 static int t_tolist(lua_State *L) {
-    graft_tensor *t = lg_check(L, 1);
+    graft_tensor *t = lg_on_host(L, lg_check(L, 1));
     if (t->ndim == 0) push_elem(L, graft_tensor_data(t), t->dtype);
     else tolist_rec(L, t, 0, graft_tensor_data(t));
     return 1;
@@ -556,6 +598,7 @@ static int t_item(lua_State *L) {
     int64_t n = graft_tensor_numel(t);
     if (n != 1)
         return lg_errorf(L, "item: a tensor with %lld elements cannot be converted to a number", (long long)n);
+    t = lg_on_host(L, t);
     push_elem(L, graft_tensor_data(t), t->dtype);
     return 1;
 }
@@ -993,7 +1036,7 @@ static int l_from_file(lua_State *L) {
 
 /* t:tobytes(): the elements as a Lua string (contiguous order). */
 static int t_tobytes(lua_State *L) {
-    graft_tensor *t = lg_check(L, 1);
+    graft_tensor *t = lg_on_host(L, lg_check(L, 1));
     graft_tensor *c;
     if (graft_tensor_contiguous(&c, t)) return lg_raise(L);
     lua_pushlstring(L, graft_tensor_data(c), (size_t)graft_tensor_numel(c) * graft_dtype_size(c->dtype));
@@ -1079,12 +1122,12 @@ static int l_promote_types(lua_State *L) {
 static const luaL_Reg tensor_methods[] = {
     {"shape", t_shape}, {"size", t_size}, {"stride", t_stride}, {"dim", t_dim}, {"ndim", t_dim},
     {"numel", t_numel}, {"nelement", t_numel}, {"dtype", t_dtype}, {"element_size", t_element_size},
-    {"storage_offset", t_storage_offset}, {"device", t_device}, {"is_contiguous", t_is_contiguous},
+    {"storage_offset", t_storage_offset}, {"device", t_device}, {"cuda", t_cuda}, {"cpu", t_cpu}, {"is_cuda", t_is_cuda}, {"is_contiguous", t_is_contiguous},
     {"is_floating_point", t_is_floating_point}, {"data_ptr", t_data_ptr}, {"is_set_to", t_is_set_to},
     {"contiguous", t_contiguous}, {"clone", t_clone}, {"copy_", t_copy_}, {"fill_", t_fill_},
     {"zero_", t_zero_}, {"to", t_to}, {"type", t_to}, {"float", t_float}, {"double", t_double},
     {"half", t_half}, {"bfloat16", t_bfloat16}, {"long", t_long}, {"int", t_int}, {"short", t_short},
-    {"char", t_char}, {"byte", t_byte}, {"bool", t_bool}, {"cpu", t_cpu}, {"tolist", t_tolist},
+    {"char", t_char}, {"byte", t_byte}, {"bool", t_bool}, {"tolist", t_tolist},
     {"item", t_item}, {"uniform_", t_uniform_}, {"normal_", t_normal_}, {"random_", t_random_},
     {"tobytes", t_tobytes}, {"close", t_gc},
     {NULL, NULL}};

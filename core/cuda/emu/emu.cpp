@@ -1,0 +1,402 @@
+/* graft CUDA emulator: the launch scheduler and the CUDA runtime calls graft uses.
+ *
+ * Linked instead of libcudart in the emulated build. Blocks run one after another on
+ * the calling thread; the threads of a block are ucontext coroutines that yield at a
+ * barrier (__syncthreads) or a warp exchange (shuffles), and are released when every
+ * live thread of the block (or of the warp) waits there. Device memory is mmap'ed with
+ * its end against an inaccessible page (an overrun faults) and, unless
+ * GRAFT_EMU_GUARD=0, made inaccessible outside kernels and copies.
+ * Environment: GRAFT_EMU_DEVICES (1), GRAFT_EMU_MEMORY (bytes of device memory, 8 GiB).
+ */
+#include "emu.h"
+
+#include <map>
+#include <vector>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+static inline uint3 make_uint3(unsigned x, unsigned y, unsigned z) {
+    uint3 u;
+    u.x = x;
+    u.y = y;
+    u.z = z;
+    return u;
+}
+
+thread_local uint3 emu_thread_idx, emu_block_idx;
+thread_local dim3 emu_block_dim, emu_grid_dim;
+
+/* ---- device memory ---- */
+
+namespace {
+struct emu_alloc { char *map; size_t map_len; size_t size; int device; };
+std::map<uintptr_t, emu_alloc> allocs;   /* keyed by the pointer handed out */
+size_t used_bytes, limit_bytes;
+int guard_on = -1, guard_depth;
+int n_devices = -1, cur_device;
+cudaError_t last_error = cudaSuccess;
+size_t page_size;
+
+void emu_init(void) {
+    if (n_devices >= 0) return;
+    page_size = (size_t)sysconf(_SC_PAGESIZE);
+    const char *d = getenv("GRAFT_EMU_DEVICES");
+    n_devices = d ? atoi(d) : 1;
+    if (n_devices < 0) n_devices = 0;
+    const char *m = getenv("GRAFT_EMU_MEMORY");
+    limit_bytes = m ? strtoull(m, NULL, 10) : ((size_t)8 << 30);
+    const char *g = getenv("GRAFT_EMU_GUARD");
+    guard_on = g ? atoi(g) != 0 : 1;
+}
+
+/* The accessible pages of an allocation (everything but the trailing guard page). */
+void alloc_protect(const emu_alloc &a, int prot) {
+    if (a.map_len > page_size) mprotect(a.map, a.map_len - page_size, prot);
+}
+
+cudaError_t fail(cudaError_t e) {
+    last_error = e;
+    return e;
+}
+
+/* Is [p, p+n) inside one live allocation? */
+bool device_range(const void *p, size_t n) {
+    auto it = allocs.upper_bound((uintptr_t)p);
+    if (it == allocs.begin()) return false;
+    --it;
+    uintptr_t base = it->first;
+    return (uintptr_t)p >= base && (uintptr_t)p + n <= base + it->second.size;
+}
+} // namespace
+
+/* Opens device memory to the host for a kernel or a copy (nesting allowed). */
+static void emu_guard_open(void) {
+    emu_init();
+    if (!guard_on || guard_depth++) return;
+    for (auto &kv : allocs) alloc_protect(kv.second, PROT_READ | PROT_WRITE);
+}
+static void emu_guard_close(void) {
+    if (!guard_on || --guard_depth) return;
+    for (auto &kv : allocs) alloc_protect(kv.second, PROT_NONE);
+}
+
+extern "C" {
+
+cudaError_t cudaMalloc(void **p, size_t size) {
+    emu_init();
+    *p = NULL;
+    if (n_devices == 0) return fail(cudaErrorNoDevice);
+    if (size == 0) return cudaSuccess;
+    if (size > limit_bytes || used_bytes + size > limit_bytes) return fail(cudaErrorMemoryAllocation);
+    size_t body = (size + 255) & ~(size_t)255;
+    size_t len = ((body + page_size - 1) / page_size + 1) * page_size;
+    char *map = (char *)mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (map == MAP_FAILED) return fail(cudaErrorMemoryAllocation);
+    mprotect(map + len - page_size, page_size, PROT_NONE);
+    char *user = map + len - page_size - body;
+    memset(user, 0xA5, body); /* like fresh device memory, not zeros */
+    emu_alloc a = {map, len, size, cur_device};
+    if (guard_on && guard_depth == 0) alloc_protect(a, PROT_NONE);
+    allocs[(uintptr_t)user] = a;
+    used_bytes += size;
+    *p = user;
+    return cudaSuccess;
+}
+
+cudaError_t cudaFree(void *p) {
+    emu_init();
+    if (!p) return cudaSuccess;
+    auto it = allocs.find((uintptr_t)p);
+    if (it == allocs.end()) return fail(cudaErrorInvalidValue);
+    munmap(it->second.map, it->second.map_len);
+    used_bytes -= it->second.size;
+    allocs.erase(it);
+    return cudaSuccess;
+}
+
+cudaError_t cudaMallocHost(void **p, size_t size) {
+    *p = NULL;
+    if (posix_memalign(p, 4096, size ? size : 1)) return fail(cudaErrorMemoryAllocation);
+    return cudaSuccess;
+}
+cudaError_t cudaFreeHost(void *p) { free(p); return cudaSuccess; }
+cudaError_t cudaHostRegister(void *, size_t, unsigned int) { return cudaSuccess; }
+cudaError_t cudaHostUnregister(void *) { return cudaSuccess; }
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind) {
+    emu_init();
+    if (n == 0) return cudaSuccess;
+    bool dd = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+    bool sd = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+    if (kind == cudaMemcpyDefault) { dd = device_range(dst, 1); sd = device_range(src, 1); }
+    if ((dd && !device_range(dst, n)) || (sd && !device_range(src, n))) {
+        fprintf(stderr, "graft CUDA emulator: cudaMemcpy of %zu bytes outside a device allocation\n", n);
+        abort();
+    }
+    emu_guard_open();
+    memmove(dst, src, n);
+    emu_guard_close();
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind, cudaStream_t) {
+    return cudaMemcpy(dst, src, n, kind);
+}
+cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) {
+    emu_init();
+    if (n && !device_range(p, n)) {
+        fprintf(stderr, "graft CUDA emulator: cudaMemset of %zu bytes outside a device allocation\n", n);
+        abort();
+    }
+    emu_guard_open();
+    memset(p, v, n);
+    emu_guard_close();
+    return cudaSuccess;
+}
+cudaError_t cudaMemset(void *p, int v, size_t n) { return cudaMemsetAsync(p, v, n, 0); }
+
+cudaError_t cudaMemGetInfo(size_t *free_b, size_t *total) {
+    emu_init();
+    *total = limit_bytes;
+    *free_b = limit_bytes - used_bytes;
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetDeviceCount(int *n) {
+    emu_init();
+    *n = n_devices;
+    return n_devices ? cudaSuccess : fail(cudaErrorNoDevice);
+}
+cudaError_t cudaSetDevice(int d) {
+    emu_init();
+    if (d < 0 || d >= n_devices) return fail(cudaErrorInvalidDevice);
+    cur_device = d;
+    return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int *d) { emu_init(); *d = cur_device; return cudaSuccess; }
+cudaError_t cudaGetDeviceProperties(struct cudaDeviceProp *p, int d) {
+    emu_init();
+    if (d < 0 || d >= n_devices) return fail(cudaErrorInvalidDevice);
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "graft CUDA emulator");
+    p->totalGlobalMem = limit_bytes;
+    p->major = 9;
+    p->minor = 0;
+    p->multiProcessorCount = 4;
+    p->maxThreadsPerBlock = 1024;
+    p->regsPerBlock = 65536;
+    p->sharedMemPerBlock = 48 * 1024;
+    return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int *v, enum cudaDeviceAttr a, int) {
+    switch (a) {
+    case cudaDevAttrMultiProcessorCount: *v = 4; break;
+    case cudaDevAttrMaxThreadsPerBlock: *v = 1024; break;
+    case cudaDevAttrComputeCapabilityMajor: *v = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *v = 0; break;
+    default: *v = 0; break;
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int *v) { *v = 13000; return cudaSuccess; }
+cudaError_t cudaRuntimeGetVersion(int *v) { *v = 13000; return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaStreamCreate(cudaStream_t *s) { *s = (cudaStream_t)malloc(16); return cudaSuccess; }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int) { return cudaStreamCreate(s); }
+cudaError_t cudaStreamDestroy(cudaStream_t s) { free(s); return cudaSuccess; }
+cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+
+struct emu_event { double t; };
+cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)calloc(1, sizeof(emu_event)); return cudaSuccess; }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int) { return cudaEventCreate(e); }
+cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ((emu_event *)e)->t = ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+    return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b) {
+    *ms = (float)(((emu_event *)b)->t - ((emu_event *)a)->t);
+    return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void) { cudaError_t e = last_error; last_error = cudaSuccess; return e; }
+cudaError_t cudaPeekAtLastError(void) { return last_error; }
+const char *cudaGetErrorString(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    default: return "unknown error";
+    }
+}
+const char *cudaGetErrorName(cudaError_t e) {
+    switch (e) {
+    case cudaSuccess: return "cudaSuccess";
+    case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+    case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+    case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+    case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    default: return "cudaErrorUnknown";
+    }
+}
+
+} // extern "C"
+
+/* ---- the launch scheduler ---- */
+
+namespace {
+enum { T_RUN, T_WAIT_BLOCK, T_WAIT_WARP, T_DONE };
+struct emu_thread {
+    ucontext_t ctx;
+    int state;
+    uint3 idx;
+    unsigned char slot[16];
+};
+const size_t STACK = 256 * 1024;
+std::vector<char *> stacks;
+std::vector<emu_thread> threads;
+ucontext_t sched_ctx;
+int cur, flat_mode, nthreads;
+const char *kname;
+void (*kfn)(void *);
+void *kctx;
+std::vector<unsigned char> dyn_smem;
+
+void die(const char *what) {
+    fprintf(stderr, "graft CUDA emulator: kernel %s, block (%u, %u, %u): %s\n", kname, blockIdx.x, blockIdx.y,
+            blockIdx.z, what);
+    abort();
+}
+
+void thread_main(void) {
+    kfn(kctx);
+    threads[cur].state = T_DONE;
+}
+
+void yield_as(int state) {
+    if (flat_mode) die("it synchronises (__syncthreads or a shuffle): launch it with GK_LAUNCH, not GK_LAUNCH_FLAT");
+    emu_thread &t = threads[cur];
+    t.state = state;
+    swapcontext(&t.ctx, &sched_ctx);
+    threadIdx = threads[cur].idx;
+}
+
+void run_block(void) {
+    for (int i = 0; i < nthreads; i++) {
+        emu_thread &t = threads[i];
+        if ((size_t)i >= stacks.size()) {
+            void *s = mmap(NULL, STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+            if (s == MAP_FAILED) die("no memory for thread stacks");
+            stacks.push_back((char *)s);
+        }
+        getcontext(&t.ctx);
+        t.ctx.uc_stack.ss_sp = stacks[i];
+        t.ctx.uc_stack.ss_size = STACK;
+        t.ctx.uc_link = &sched_ctx;
+        makecontext(&t.ctx, thread_main, 0);
+        t.state = T_RUN;
+    }
+    for (;;) {
+        for (int i = 0; i < nthreads; i++) {
+            if (threads[i].state != T_RUN) continue;
+            cur = i;
+            threadIdx = threads[i].idx;
+            swapcontext(&sched_ctx, &threads[i].ctx);
+        }
+        int live = 0, at_block = 0;
+        for (int i = 0; i < nthreads; i++) {
+            if (threads[i].state == T_DONE) continue;
+            live++;
+            if (threads[i].state == T_WAIT_BLOCK) at_block++;
+        }
+        if (!live) return;
+        bool released = false;
+        for (int w = 0; w * 32 < nthreads; w++) {
+            int lo = w * 32, hi = lo + 32 < nthreads ? lo + 32 : nthreads, wl = 0, ww = 0;
+            for (int i = lo; i < hi; i++) {
+                if (threads[i].state == T_DONE) continue;
+                wl++;
+                if (threads[i].state == T_WAIT_WARP) ww++;
+            }
+            if (wl && ww == wl) {
+                for (int i = lo; i < hi; i++)
+                    if (threads[i].state == T_WAIT_WARP) threads[i].state = T_RUN;
+                released = true;
+            }
+        }
+        if (released) continue;
+        if (at_block == live) {
+            for (int i = 0; i < nthreads; i++)
+                if (threads[i].state == T_WAIT_BLOCK) threads[i].state = T_RUN;
+            continue;
+        }
+        die("its threads wait at different barriers (a __syncthreads or shuffle not reached by all)");
+    }
+}
+} // namespace
+
+void emu_syncthreads(void) { yield_as(T_WAIT_BLOCK); }
+void emu_syncwarp(void) { yield_as(T_WAIT_WARP); }
+
+void emu_exchange(const void *mine, void *out, int src_lane, size_t n) {
+    int me = cur;
+    memcpy(threads[me].slot, mine, n);
+    yield_as(T_WAIT_WARP);
+    int src = (me / 32) * 32 + src_lane;
+    if (src >= nthreads || threads[src].state == T_DONE) src = me;
+    memcpy(out, threads[src].slot, n);
+    yield_as(T_WAIT_WARP);
+}
+
+void *emu_dynamic_smem(void) { return dyn_smem.data(); }
+
+void emu_launch(const char *name, dim3 grid, dim3 block, size_t smem, int flat, void (*fn)(void *), void *ctx) {
+    emu_init();
+    uint64_t nt = (uint64_t)block.x * block.y * block.z;
+    if (!block.x || !block.y || !block.z || !grid.x || !grid.y || !grid.z || nt > 1024 || block.z > 64 ||
+        grid.y > 65535 || grid.z > 65535 || grid.x > 0x7fffffffu || smem > 48 * 1024) {
+        last_error = cudaErrorInvalidConfiguration;
+        return;
+    }
+    kname = name;
+    kfn = fn;
+    kctx = ctx;
+    flat_mode = flat;
+    nthreads = (int)nt;
+    dyn_smem.assign(smem ? smem : 1, 0xFF); /* uninitialised on a GPU: NaN-like bytes */
+    if (!flat && threads.size() < nt) threads.resize(nt);
+    gridDim = grid;
+    blockDim = block;
+    emu_guard_open();
+    for (unsigned bz = 0; bz < grid.z; bz++)
+        for (unsigned by = 0; by < grid.y; by++)
+            for (unsigned bx = 0; bx < grid.x; bx++) {
+                blockIdx = make_uint3(bx, by, bz);
+                int i = 0;
+                for (unsigned z = 0; z < block.z; z++)
+                    for (unsigned y = 0; y < block.y; y++)
+                        for (unsigned x = 0; x < block.x; x++, i++) {
+                            uint3 id = make_uint3(x, y, z);
+                            if (flat) {
+                                threadIdx = id;
+                                fn(ctx);
+                            } else {
+                                threads[i].idx = id;
+                            }
+                        }
+                if (!flat) run_block();
+            }
+    emu_guard_close();
+}

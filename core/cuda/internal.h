@@ -1,0 +1,20 @@
+/* graft CUDA backend: declarations shared between the host-side runtime (runtime.c)
+ * and the kernel files (*.cu). Not for the op front ends (they use cuda.h). */
+#ifndef GRAFT_CUDA_INTERNAL_H
+#define GRAFT_CUDA_INTERNAL_H
+
+#include "tensor/tensor.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* copy.cu: dst <- src, both on the same CUDA device (strides, broadcast, dtypes). */
+graft_status gk_copy_device(graft_tensor *dst, graft_tensor *src);
+/* copy.cu: every element of dst <- the esz bytes at `bytes`. */
+graft_status gk_fill_device(graft_tensor *dst, const void *bytes, size_t esz);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
