@@ -44,8 +44,10 @@ ifeq ($(CUDA),1)
     $(error CUDA=1 but nvcc is not at $(NVCC): install the CUDA toolkit or set CUDA_HOME)
   endif
 endif
-# SASS for Hopper (sm_90) plus PTX that newer and older (>= sm_75) GPUs compile at load.
-CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_75,code=compute_75
+# SASS for Hopper (sm_90) plus its PTX, which newer GPUs compile at load; one front-end
+# pass (a second virtual architecture would double nvcc's time). Older GPUs: e.g.
+# CUDA_ARCH='-gencode arch=compute_80,code=[sm_80,compute_80]'.
+CUDA_ARCH ?= -gencode arch=compute_90,code=[sm_90,compute_90]
 CUDA_CFLAGS = -I$(CUDA_HOME)/include
 CUDA_CU_SRC := $(sort $(wildcard core/cuda/*.cu))
 CUDA_C_SRC := $(sort $(wildcard core/cuda/*.c))

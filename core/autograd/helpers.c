@@ -203,6 +203,18 @@ graft_tensor *ag_to(graft_tensor *a, graft_dtype d) {
     return ag_take(st, r);
 }
 
+graft_tensor *ag_to_dev(graft_tensor *a, graft_device dev) {
+    if (!a) return NULL;
+    if (graft_device_eq(graft_tensor_device(a), dev)) return a;
+    graft_tensor *r = NULL;
+    graft_status st = graft_tensor_empty(&r, a->ndim, a->shape, a->dtype, dev);
+    if (!st && (st = graft_tensor_copy_(r, a))) {
+        graft_tensor_release(r);
+        r = NULL;
+    }
+    return ag_take(st, r);
+}
+
 graft_tensor *ag_mm(graft_tensor *a, graft_tensor *b) {
     if (!a || !b) return NULL;
     graft_tensor *r = NULL;

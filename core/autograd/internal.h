@@ -151,6 +151,8 @@ extern _Thread_local graft_device ag_device;
 /* Zeros on ag_device (ag_zeros) or on dev (ag_zeros_on). */
 graft_tensor *ag_zeros(int ndim, const int64_t *shape, graft_dtype dtype);
 graft_tensor *ag_zeros_on(int ndim, const int64_t *shape, graft_dtype dtype, graft_device dev);
+/* a itself when on dev, else a pooled copy there (for rules with a host-side loop). */
+graft_tensor *ag_to_dev(graft_tensor *a, graft_device dev);
 /* zeros of input i's shape in dtype d */
 graft_tensor *ag_zeros_in(ag_node *n, int i, graft_dtype d);
 graft_tensor *ag_sum(graft_tensor *a, const int *dims, int ndims, bool keepdim);

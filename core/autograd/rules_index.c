@@ -60,14 +60,14 @@ static graft_tensor *ix_index(graft_tensor *t, const ix_saved *s) {
     return st ? ag_fail(st) : ag_pool(r);
 }
 
-/* int64 positions 0..numel-1 in the shape of input i */
+/* int64 positions 0..numel-1 in the shape of input i, on its device (built on the host) */
 static graft_tensor *ix_positions(ag_node *n, int i) {
     const ag_input *in = &n->in[i];
-    graft_tensor *r = ag_zeros(in->ndim, in->shape, GRAFT_I64);
+    graft_tensor *r = ag_zeros_on(in->ndim, in->shape, GRAFT_I64, graft_cpu);
     if (!r) return NULL;
     int64_t *p = graft_tensor_data(r), k = graft_tensor_numel(r);
     for (int64_t j = 0; j < k; j++) p[j] = j;
-    return r;
+    return ag_to_dev(r, in->device);
 }
 
 static graft_tensor *ix_flat(graft_tensor *t) {

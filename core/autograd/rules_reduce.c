@@ -323,15 +323,17 @@ static graft_status rd_scan_apply(ag_node *n, graft_tensor *g, graft_tensor **gi
     const ag_input *in = &n->in[0];
     int last = in->ndim - 1;
     graft_tensor *xt = ag_transpose(x, dim, last), *gt = ag_transpose(g, dim, last);
-    graft_tensor *xc = ag_contig(ag_to(xt, GRAFT_F64)), *gc = ag_contig(ag_to(gt, GRAFT_F64));
+    /* the row recurrence runs on the host, in float64 */
+    graft_tensor *xc = ag_contig(ag_to(ag_to_dev(xt, graft_cpu), GRAFT_F64));
+    graft_tensor *gc = ag_contig(ag_to(ag_to_dev(gt, graft_cpu), GRAFT_F64));
     if (!xc || !gc) return GRAFT_OK;
-    r = ag_zeros(xc->ndim, xc->shape, GRAFT_F64);
+    r = ag_zeros_on(xc->ndim, xc->shape, GRAFT_F64, graft_cpu);
     if (!r) return GRAFT_OK;
     int64_t K = in->shape[dim], rows = K ? graft_tensor_numel(xc) / K : 0;
     const double *xp = graft_tensor_data(xc), *gp = graft_tensor_data(gc);
     double *op = graft_tensor_data(r);
     for (int64_t i = 0; i < rows; i++) rd_cumprod_row(xp + i * K, gp + i * K, op + i * K, K);
-    gin[0] = ag_keep(ag_transpose(r, dim, last));
+    gin[0] = ag_keep(ag_transpose(ag_to_dev(r, in->device), dim, last));
     return GRAFT_OK;
 }
 

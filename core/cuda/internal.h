@@ -9,6 +9,10 @@
 extern "C" {
 #endif
 
+/* runtime.c: makes `index` the device kernels and allocations go to (cached: cheap
+ * when it already is). Launchers of multi-device work call it with their tensors' index. */
+graft_status gk_use_device(int index);
+
 /* copy.cu: dst <- src, both on the same CUDA device (strides, broadcast, dtypes). */
 graft_status gk_copy_device(graft_tensor *dst, graft_tensor *src);
 /* copy.cu: every element of dst <- the esz bytes at `bytes`. */

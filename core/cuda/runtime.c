@@ -90,7 +90,7 @@ graft_status graft_cuda_check_device(graft_device dev, const char *op) {
 }
 
 /* Makes index the device the runtime works on (kernels, allocations). */
-static graft_status use_device(int index) {
+graft_status gk_use_device(int index) {
     static int active = -1;
     if (index == active) return GRAFT_OK;
     graft_status st = gk_check(cudaSetDevice(index), "cudaSetDevice");
@@ -102,7 +102,7 @@ graft_status graft_cuda_set_device(int index) {
     graft_device d = {GRAFT_CUDA, (int8_t)index};
     graft_status st = graft_cuda_check_device(d, "set_device");
     if (st) return st;
-    if ((st = use_device(index))) return st;
+    if ((st = gk_use_device(index))) return st;
     cur_dev = index;
     return GRAFT_OK;
 }
@@ -181,7 +181,7 @@ static void block_release(void *ctx, void *data, size_t nbytes) {
     p->st.frees++;
     graft_alloc_account(-(int64_t)b->size);
     if (bin < 0) {
-        use_device(b->device);
+        gk_use_device(b->device);
         cudaFree(b->ptr);
         p->st.reserved -= b->size;
         free(b);
@@ -199,7 +199,7 @@ static void pool_empty(int device) {
             cuda_block *b = p->bins[i];
             p->bins[i] = b->next;
             if (!synced) {
-                use_device(device);
+                gk_use_device(device);
                 synced = 1;
             }
             cudaFree(b->ptr);
@@ -212,7 +212,7 @@ static void pool_empty(int device) {
 graft_status graft_cuda_empty_cache(void) {
     int n = graft_cuda_device_count();
     for (int d = 0; d < n; d++) pool_empty(d);
-    if (n) use_device(cur_dev);
+    if (n) gk_use_device(cur_dev);
     return GRAFT_OK;
 }
 
@@ -240,7 +240,7 @@ graft_status graft_cuda_storage_new(graft_storage **out, size_t nbytes, graft_de
         p->st.cache_hits++;
         stats_alloc(p, size, 0);
     } else {
-        if ((st = use_device(dev.index))) return st;
+        if ((st = gk_use_device(dev.index))) return st;
         void *ptr = NULL;
         cudaError_t e = cudaMalloc(&ptr, size);
         if (e == cudaErrorMemoryAllocation) {
@@ -249,7 +249,7 @@ graft_status graft_cuda_storage_new(graft_storage **out, size_t nbytes, graft_de
             p->st.oom_retries++;
             pool_empty(dev.index);
             if (oom_hook) oom_hook(oom_ctx);
-            use_device(dev.index);
+            gk_use_device(dev.index);
             e = cudaMalloc(&ptr, size);
         }
         if (e != cudaSuccess) {
@@ -357,7 +357,7 @@ graft_status graft_cuda_copy_(graft_tensor *dst, graft_tensor *src) {
     int64_t n = graft_tensor_numel(dst);
     if (n == 0) return GRAFT_OK;
     if (dd.type == GRAFT_CUDA && sd.type == GRAFT_CUDA && dd.index == sd.index) {
-        if ((st = use_device(dd.index))) return st;
+        if ((st = gk_use_device(dd.index))) return st;
         st = gk_copy_device(dst, src);
     } else if (dd.type == GRAFT_CUDA && sd.type == GRAFT_CUDA) {
         /* between two GPUs: through the host */
@@ -365,7 +365,7 @@ graft_status graft_cuda_copy_(graft_tensor *dst, graft_tensor *src) {
             !(st = graft_cuda_copy_(a, src)))
             st = graft_cuda_copy_(dst, a);
     } else if (dd.type == GRAFT_CUDA) {
-        if ((st = use_device(dd.index))) return st;
+        if ((st = gk_use_device(dd.index))) return st;
         if (dense_same(dst, src)) {
             st = graft_cuda_memcpy_h2d(graft_tensor_data(dst), graft_tensor_data(src),
                                        (size_t)n * graft_dtype_size(dst->dtype));
@@ -376,7 +376,7 @@ graft_status graft_cuda_copy_(graft_tensor *dst, graft_tensor *src) {
             st = gk_copy_device(dst, b);
         }
     } else {
-        if ((st = use_device(sd.index))) return st;
+        if ((st = gk_use_device(sd.index))) return st;
         if (dense_same(dst, src)) {
             st = graft_cuda_memcpy_d2h(graft_tensor_data(dst), graft_tensor_data(src),
                                        (size_t)n * graft_dtype_size(dst->dtype));
@@ -399,7 +399,7 @@ graft_status graft_cuda_copy_(graft_tensor *dst, graft_tensor *src) {
 }
 
 graft_status graft_cuda_fill_bytes_(graft_tensor *dst, const void *bytes) {
-    graft_status st = use_device(graft_tensor_device(dst).index);
+    graft_status st = gk_use_device(graft_tensor_device(dst).index);
     if (st) return st;
     return gk_fill_device(dst, bytes, graft_dtype_size(dst->dtype));
 }

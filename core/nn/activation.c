@@ -1,14 +1,21 @@
 /* graft nn: softmax and log_softmax (fused, numerically stable: max, then the sum of
  * exponentials, in one kernel per row), the activations that are not core unary ops
  * (leaky_relu, elu, gelu exact and tanh, silu) with fused backward loops, and dropout
- * (mask and scaling in one pass over graft's Philox stream). */
+ * (mask and scaling in one pass over graft's Philox stream). CUDA tensors go to
+ * core/cuda/nn_act.cu after the same checks. Activations also take float16 / bfloat16
+ * (computed in float32); under autocast softmax and log_softmax run in float32, as on
+ * PyTorch's float32 list. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/record_nn.h"
+#include "cuda/nn_act.h"
+#include "cuda/random.h"
 #include "nn/kernels.h"
 #include "nn/nn_math.h"
+#include "ops/autocast.h"
 #include "ops/elementwise.h"
 #include "tensor/iter.h"
 #include "tensor/rng.h"
@@ -151,29 +158,47 @@ graft_status graft_nn_softmax_forward(graft_tensor **y, graft_tensor *x, int dim
     graft_status st = graft_nn_check_float(x, op, "input");
     if (st || (st = graft_wrap_dim(&dim, dim, x->ndim ? x->ndim : 1, op))) return st;
     graft_tensor *xc = NULL;
+    graft_device dev = graft_tensor_device(x);
     if ((st = graft_tensor_contiguous(&xc, x))) return st;
-    if ((st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, graft_cpu))) {
+    if ((st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev))) {
         graft_tensor_release(xc);
         return st;
     }
     int64_t outer, D, inner;
     sm_geometry(x, dim, &outer, &D, &inner);
-    if (x->dtype == GRAFT_F64) sm_forward_f64(graft_tensor_data(*y), graft_tensor_data(xc), outer, D, inner, log);
-    else sm_forward_f32(graft_tensor_data(*y), graft_tensor_data(xc), outer, D, inner, log);
+    if (dev.type == GRAFT_CUDA) {
+        st = graft_cuda_nn_softmax_forward(*y, xc, outer, D, inner, log);
+        if (st) {
+            graft_tensor_release(*y);
+            *y = NULL;
+        }
+    } else if (x->dtype == GRAFT_F64) {
+        sm_forward_f64(graft_tensor_data(*y), graft_tensor_data(xc), outer, D, inner, log);
+    } else {
+        sm_forward_f32(graft_tensor_data(*y), graft_tensor_data(xc), outer, D, inner, log);
+    }
     graft_tensor_release(xc);
-    return GRAFT_OK;
+    return st;
 }
 
 graft_status graft_nn_softmax_backward(graft_tensor **dx, graft_tensor *g, graft_tensor *y, int dim, bool log) {
     graft_tensor *gc = NULL, *yc = NULL;
+    graft_tensor *ts[2] = {g, y};
+    graft_device dev = graft_tensor_device(y);
     graft_status st;
     *dx = NULL;
-    if ((st = graft_nn_contig_as(&gc, g, y->dtype)) || (st = graft_tensor_contiguous(&yc, y)) ||
-        (st = graft_tensor_empty(dx, y->ndim, y->shape, y->dtype, graft_cpu)))
+    if ((st = graft_nn_same_device(log ? "log_softmax backward" : "softmax backward", 2, ts)) ||
+        (st = graft_nn_contig_as(&gc, g, y->dtype)) || (st = graft_tensor_contiguous(&yc, y)) ||
+        (st = graft_tensor_empty(dx, y->ndim, y->shape, y->dtype, dev)))
         goto done;
     int64_t outer, D, inner;
     sm_geometry(y, dim, &outer, &D, &inner);
-    if (y->dtype == GRAFT_F64)
+    if (dev.type == GRAFT_CUDA) {
+        if ((st = graft_cuda_nn_softmax_backward(*dx, gc, yc, outer, D, inner, log))) {
+            graft_tensor_release(*dx);
+            *dx = NULL;
+        }
+    } else if (y->dtype == GRAFT_F64)
         sm_backward_f64(graft_tensor_data(*dx), graft_tensor_data(gc), graft_tensor_data(yc), outer, D, inner, log);
     else
         sm_backward_f32(graft_tensor_data(*dx), graft_tensor_data(gc), graft_tensor_data(yc), outer, D, inner, log);
@@ -183,8 +208,10 @@ done:
     return st;
 }
 
-/* The dtype argument converts first (recorded, so the gradient flows back through it). */
+/* The dtype argument converts first (recorded, so the gradient flows back through it);
+ * without one, autocast computes a 16-bit input in float32. */
 static graft_status sm_front(graft_tensor **out, graft_tensor *x, int dim, int dtype, bool log) {
+    if (dtype < 0) GRAFT_AUTOCAST_FP32(x, sm_front(out, x, dim, dtype, log));
     if (dtype >= 0 && dtype != (int)x->dtype) {
         if (!graft_dtype_is_float((graft_dtype)dtype))
             return graft_error(GRAFT_ETYPE, "%s: dtype must be floating point, got %s", log ? "log_softmax" : "softmax",
@@ -334,10 +361,39 @@ static const char *ac_name(graft_nn_act act) {
     return "activation";
 }
 
+static bool ac_is_16bit(graft_dtype d) { return d == GRAFT_F16 || d == GRAFT_BF16; }
+
+/* Every floating dtype, as PyTorch (autocast hands these float16 / bfloat16 tensors from
+ * the layers before). 16-bit inputs compute in float32 and round once: natively on
+ * CUDA, through float32 copies on the CPU. */
+static graft_status ac_check(const graft_tensor *x, graft_nn_act act) {
+    if (graft_dtype_is_float(x->dtype)) return GRAFT_OK;
+    return graft_error(GRAFT_ETYPE, "%s: expected a floating point input, got %s", ac_name(act),
+                       graft_dtype_name(x->dtype));
+}
+
 graft_status graft_nn_activation_forward(graft_tensor **y, graft_nn_act act, graft_tensor *x, double param) {
     *y = NULL;
-    graft_status st = graft_nn_check_float(x, ac_name(act), "input");
-    if (st || (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, graft_cpu))) return st;
+    graft_status st = ac_check(x, act);
+    graft_device dev = graft_tensor_device(x);
+    if (st) return st;
+    if (dev.type == GRAFT_CPU && ac_is_16bit(x->dtype)) {
+        graft_tensor *x32 = NULL, *y32 = NULL;
+        if (!(st = graft_tensor_to_dtype(&x32, x, GRAFT_F32)) &&
+            !(st = graft_nn_activation_forward(&y32, act, x32, param)))
+            st = graft_tensor_to_dtype(y, y32, x->dtype);
+        graft_tensor_release(x32);
+        graft_tensor_release(y32);
+        return st;
+    }
+    if ((st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev))) return st;
+    if (dev.type == GRAFT_CUDA) {
+        if ((st = graft_cuda_nn_activation_forward(*y, x, act, param))) {
+            graft_tensor_release(*y);
+            *y = NULL;
+        }
+        return st;
+    }
     graft_iter it;
     graft_tensor *ops[2] = {*y, x};
     if ((st = graft_iter_init(&it, 2, ops, x->ndim, x->shape))) {
@@ -353,9 +409,33 @@ graft_status graft_nn_activation_forward(graft_tensor **y, graft_nn_act act, gra
 graft_status graft_nn_activation_backward(graft_tensor **dx, graft_nn_act act, graft_tensor *g, graft_tensor *x,
                                           double param) {
     graft_tensor *gc = NULL;
-    graft_status st = graft_tensor_to_dtype(&gc, g, x->dtype);
-    if (st) return st;
-    if ((st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, graft_cpu))) {
+    graft_tensor *ts[2] = {g, x};
+    graft_device dev = graft_tensor_device(x);
+    *dx = NULL;
+    char op[32];
+    snprintf(op, sizeof op, "%s backward", ac_name(act));
+    graft_status st = graft_nn_same_device(op, 2, ts);
+    if (st || (st = ac_check(x, act))) return st;
+    if (dev.type == GRAFT_CPU && ac_is_16bit(x->dtype)) {
+        graft_tensor *g32 = NULL, *x32 = NULL, *d32 = NULL;
+        if (!(st = graft_tensor_to_dtype(&g32, g, GRAFT_F32)) && !(st = graft_tensor_to_dtype(&x32, x, GRAFT_F32)) &&
+            !(st = graft_nn_activation_backward(&d32, act, g32, x32, param)))
+            st = graft_tensor_to_dtype(dx, d32, x->dtype);
+        graft_tensor_release(g32);
+        graft_tensor_release(x32);
+        graft_tensor_release(d32);
+        return st;
+    }
+    if ((st = graft_tensor_to_dtype(&gc, g, x->dtype))) return st;
+    if ((st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, dev))) {
+        graft_tensor_release(gc);
+        return st;
+    }
+    if (dev.type == GRAFT_CUDA) {
+        if ((st = graft_cuda_nn_activation_backward(*dx, gc, x, act, param))) {
+            graft_tensor_release(*dx);
+            *dx = NULL;
+        }
         graft_tensor_release(gc);
         return st;
     }
@@ -421,8 +501,9 @@ graft_status graft_nn_dropout_forward(graft_tensor **y, graft_tensor **mask, gra
     if (st) return st;
     if (!(p >= 0 && p <= 1)) return graft_error(GRAFT_EINVAL, "dropout: probability has to be between 0 and 1, but got %g", p);
     graft_tensor *xc = NULL;
-    if ((st = graft_tensor_contiguous(&xc, x)) || (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, graft_cpu)) ||
-        (st = graft_tensor_empty(mask, x->ndim, x->shape, GRAFT_U8, graft_cpu))) {
+    graft_device dev = graft_tensor_device(x);
+    if ((st = graft_tensor_contiguous(&xc, x)) || (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev)) ||
+        (st = graft_tensor_empty(mask, x->ndim, x->shape, GRAFT_U8, dev))) {
         graft_tensor_release(*y);
         *y = NULL;
         graft_tensor_release(xc);
@@ -432,12 +513,19 @@ graft_status graft_nn_dropout_forward(graft_tensor **y, graft_tensor **mask, gra
     graft_rng_state rs;
     graft_rng_get_state(&rs);
     uint64_t base = graft_rng_reserve((uint64_t)(n + 3) / 4);
-    if (x->dtype == GRAFT_F64)
+    if (dev.type == GRAFT_CUDA) /* the same mask from the same stream, on the device (core/cuda/random.cu) */
+        st = graft_cuda_dropout_forward(*y, *mask, xc, p, rs.seed, base);
+    else if (x->dtype == GRAFT_F64)
         do_forward_f64(graft_tensor_data(*y), graft_tensor_data(*mask), graft_tensor_data(xc), n, p, rs.seed, base);
     else
         do_forward_f32(graft_tensor_data(*y), graft_tensor_data(*mask), graft_tensor_data(xc), n, p, rs.seed, base);
     graft_tensor_release(xc);
-    return GRAFT_OK;
+    if (st) {
+        graft_tensor_release(*y);
+        graft_tensor_release(*mask);
+        *y = *mask = NULL;
+    }
+    return st;
 }
 
 #define DO_BACKWARD(T, SUF)                                                                          \
@@ -460,8 +548,24 @@ DO_BACKWARD(float, f32)
 DO_BACKWARD(double, f64)
 
 graft_status graft_nn_dropout_backward(graft_tensor **dx, graft_tensor *g, graft_tensor *mask, double scale) {
-    graft_status st = graft_tensor_empty(dx, mask->ndim, mask->shape, g->dtype, graft_cpu);
+    graft_device dev = graft_tensor_device(g);
+    if (!graft_device_eq(dev, graft_tensor_device(mask))) {
+        char b1[16], b2[16];
+        return graft_error(GRAFT_EDEVICE, "dropout backward: expected all tensors to be on the same device, but found %s and %s",
+                           graft_device_str(dev, b1), graft_device_str(graft_tensor_device(mask), b2));
+    }
+    graft_status st = graft_tensor_empty(dx, mask->ndim, mask->shape, g->dtype, dev);
     if (st) return st;
+    if (dev.type == GRAFT_CUDA) {
+        if (!graft_dtype_is_float(g->dtype)) st = graft_error(GRAFT_ETYPE, "dropout backward: unexpected %s gradient",
+                                                             graft_dtype_name(g->dtype));
+        else st = graft_cuda_dropout_backward(*dx, g, mask, scale);
+        if (st) {
+            graft_tensor_release(*dx);
+            *dx = NULL;
+        }
+        return st;
+    }
     graft_iter it;
     graft_tensor *ops[3] = {*dx, g, mask};
     if ((st = graft_iter_init(&it, 3, ops, mask->ndim, mask->shape))) {

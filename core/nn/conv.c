@@ -1,8 +1,10 @@
-/* graft nn: the convolution front ends. They check arguments and shapes with PyTorch's
- * rules (messages name the op and the shapes), describe the problem as one geometry
- * (core/cpu/conv_cpu.h: a "big" and a "small" side), bring operands to contiguous
- * float32/float64 and call the kernels. A transposed convolution is the adjoint of a
- * convolution: its forward is a convolution's input gradient and the other way round.
+/* graft nn: the convolution front ends. They check arguments, shapes and devices with
+ * PyTorch's rules (messages name the op and the shapes), describe the problem as one
+ * geometry (core/cpu/conv_cpu.h: a "big" and a "small" side), bring operands to
+ * contiguous float32/float64 (on CUDA: contiguous in their own dtype, 16-bit included)
+ * and call the CPU kernels or the CUDA ones (core/cuda/conv.cu). A transposed
+ * convolution is the adjoint of a convolution: its forward is a convolution's input
+ * gradient and the other way round. Under autocast the forward casts its inputs first.
  */
 #include "nn/conv.h"
 
@@ -10,7 +12,17 @@
 #include <string.h>
 
 #include "cpu/conv_cpu.h"
+#include "cuda/conv.h"
 #include "nn/spatial_record.h"
+#include "ops/autocast.h"
+
+/* torch.backends.cudnn.allow_tf32. Off by default, unlike PyTorch (on): float32
+ * convolutions on CUDA stay float32-exact, like graft's CPU and float32 matmul, unless
+ * asked; training benchmarks against PyTorch switch it on to compare like with like. */
+static bool cv_tf32 = false;
+
+void graft_conv_set_allow_tf32(bool on) { cv_tf32 = on; }
+bool graft_conv_allow_tf32(void) { return cv_tf32; }
 
 #define SHAPE_BUF (GRAFT_MAX_DIMS * 24 + 3)
 
@@ -162,7 +174,13 @@ static graft_status cv_shape_of(cv_shape *s, int in_ndim, const int64_t *in, con
     return GRAFT_OK;
 }
 
-/* The dtype the kernels compute in. */
+/* The dtype the kernels compute in: the CPU's are float32/float64; the CUDA ones take
+ * 16-bit operands as they are (cuBLAS accumulates in float32). */
+static graft_dtype cv_compute_on(graft_dtype d, graft_device dev) {
+    if (dev.type == GRAFT_CUDA) return d;
+    return d == GRAFT_F64 ? GRAFT_F64 : GRAFT_F32;
+}
+/* The dtype gradients of the weight and bias accumulate in. */
 static graft_dtype cv_compute(graft_dtype d) { return d == GRAFT_F64 ? GRAFT_F64 : GRAFT_F32; }
 
 /* +1: t in dtype d, contiguous. */
@@ -182,9 +200,16 @@ static graft_status cv_back_to(graft_tensor **t, graft_dtype d) {
     return st;
 }
 
+/* t on the device of ref (PyTorch's message). */
+static graft_status cv_check_device(const graft_tensor *t, const graft_tensor *ref, const char *op) {
+    graft_device a = graft_tensor_device(ref), b = graft_tensor_device(t);
+    if (graft_device_eq(a, b)) return GRAFT_OK;
+    char x[16], y[16];
+    return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s", op,
+                       graft_device_str(a, x), graft_device_str(b, y));
+}
+
 static graft_status cv_check_tensor(const graft_tensor *t, graft_dtype d, const char *what, const char *op) {
-    if (graft_tensor_device(t).type != GRAFT_CPU)
-        return graft_error(GRAFT_EDEVICE, "%s: only CPU tensors are supported in this build", op);
     if (!graft_dtype_is_float(t->dtype))
         return graft_error(GRAFT_ETYPE, "%s: %s must be floating point, got %s", op, what, graft_dtype_name(t->dtype));
     if (t->dtype != d)
@@ -195,12 +220,25 @@ static graft_status cv_check_tensor(const graft_tensor *t, graft_dtype d, const 
 
 graft_status graft_nn_conv(graft_tensor **out, graft_tensor *input, graft_tensor *weight, graft_tensor *bias,
                            const graft_conv_opts *o) {
+    if (GRAFT_AUTOCAST_ACTIVE()) {
+        graft_autocast_scope sc;
+        graft_tensor *ts[3] = {input, weight, bias};
+        graft_status st = graft_autocast_begin(&sc, ts, 3, GRAFT_AUTOCAST_LOWER);
+        if (st) {
+            *out = NULL;
+            return st;
+        }
+        st = graft_nn_conv(out, ts[0], ts[1], ts[2], o);
+        graft_autocast_end(&sc);
+        return st;
+    }
     if (GRAFT_AG_ACTIVE(input->autograd || weight->autograd || GRAFT_AG_T(bias)))
         return graft_ag_conv(out, input, weight, bias, o);
     *out = NULL;
     const char *op = graft_conv_name(o);
     char a[SHAPE_BUF];
     graft_status st;
+    if ((st = cv_check_device(weight, input, op)) || (bias && (st = cv_check_device(bias, input, op)))) return st;
     if ((st = cv_check_tensor(input, input->dtype, "input", op)) ||
         (st = cv_check_tensor(weight, input->dtype, "weight", op)) ||
         (bias && (st = cv_check_tensor(bias, input->dtype, "bias", op))))
@@ -210,12 +248,18 @@ graft_status graft_nn_conv(graft_tensor **out, graft_tensor *input, graft_tensor
     if (bias && (bias->ndim != 1 || bias->shape[0] != s.cout))
         return graft_error(GRAFT_ESHAPE, "%s: expected bias of shape [%lld], got %s", op, (long long)s.cout,
                            graft_shape_str(bias->ndim, bias->shape, a, sizeof a));
-    graft_dtype cdt = cv_compute(input->dtype);
+    graft_device dev = graft_tensor_device(input);
+    graft_dtype cdt = cv_compute_on(input->dtype, dev);
     graft_tensor *x = NULL, *w = NULL, *b = NULL, *y = NULL;
     if ((st = cv_ready(&x, input, cdt)) || (st = cv_ready(&w, weight, cdt)) || (bias && (st = cv_ready(&b, bias, cdt))))
         goto done;
-    if ((st = graft_tensor_empty(&y, s.out_ndim, s.out_shape, cdt, graft_cpu))) goto done;
+    if ((st = graft_tensor_empty(&y, s.out_ndim, s.out_shape, cdt, dev))) goto done;
     s.g.dtype = cdt;
+    if (dev.type == GRAFT_CUDA) {
+        if (o->transposed) st = graft_cuda_conv_big(&s.g, x, w, b, y, cv_tf32, op);
+        else st = graft_cuda_conv_small(&s.g, x, w, b, y, cv_tf32, op);
+        goto done;
+    }
     const void *bd = b ? graft_tensor_data(b) : NULL;
     if (o->transposed)
         st = graft_cpu_conv_big(&s.g, graft_tensor_data(x), graft_tensor_data(w), bd, graft_tensor_data(y), op);
@@ -229,6 +273,56 @@ done:
     if (st) graft_tensor_release(y);
     else *out = y;
     return st;
+}
+
+/* The backward on CUDA: operands contiguous in their dtype; the input gradient in that
+ * dtype, the weight and bias gradients accumulated in float32 (float64) and converted. */
+static graft_status cv_backward_cuda(graft_tensor **ginput, graft_tensor **gweight, graft_tensor **gbias,
+                                     graft_tensor *grad, graft_tensor *input, graft_tensor *weight, cv_shape *s,
+                                     graft_dtype dt, int in_ndim, const int64_t *in_shape, const int64_t *w_shape,
+                                     const graft_conv_opts *o) {
+    const char *op = graft_conv_name(o);
+    graft_device dev = graft_tensor_device(grad);
+    graft_dtype adt = cv_compute(dt);
+    graft_tensor *g = NULL, *x = NULL, *w = NULL, *gi = NULL, *gw = NULL, *gb = NULL;
+    graft_status st;
+    s->g.dtype = dt;
+    if ((st = cv_ready(&g, grad, dt))) goto done;
+    if (ginput) {
+        if ((st = cv_ready(&w, weight, dt)) || (st = graft_tensor_empty(&gi, in_ndim, in_shape, dt, dev)))
+            goto done;
+        /* conv: the input (big side) gradient is conv^T of grad; transposed: a conv of grad */
+        if (!o->transposed) st = graft_cuda_conv_big(&s->g, g, w, NULL, gi, cv_tf32, op);
+        else st = graft_cuda_conv_small(&s->g, g, w, NULL, gi, cv_tf32, op);
+        if (st) goto done;
+    }
+    if (gweight) {
+        if ((st = cv_ready(&x, input, dt)) || (st = graft_tensor_empty(&gw, o->spatial + 2, w_shape, adt, dev)))
+            goto done;
+        if (!o->transposed) st = graft_cuda_conv_weight(&s->g, g, x, gw, cv_tf32, op);
+        else st = graft_cuda_conv_weight(&s->g, x, g, gw, cv_tf32, op);
+        if (st || (st = cv_back_to(&gw, dt))) goto done;
+    }
+    if (gbias) {
+        int64_t P = o->transposed ? s->g.H * s->g.W : s->g.OH * s->g.OW;
+        if ((st = graft_tensor_empty(&gb, 1, &s->cout, adt, dev)) ||
+            (st = graft_cuda_conv_bias_grad(g, s->g.N, s->cout, P, gb, op)) || (st = cv_back_to(&gb, dt)))
+            goto done;
+    }
+done:
+    graft_tensor_release(g);
+    graft_tensor_release(x);
+    graft_tensor_release(w);
+    if (st) {
+        graft_tensor_release(gi);
+        graft_tensor_release(gw);
+        graft_tensor_release(gb);
+        return st;
+    }
+    if (ginput) *ginput = gi;
+    if (gweight) *gweight = gw;
+    if (gbias) *gbias = gb;
+    return GRAFT_OK;
 }
 
 graft_status graft_nn_conv_backward(graft_tensor **ginput, graft_tensor **gweight, graft_tensor **gbias,
@@ -250,7 +344,11 @@ graft_status graft_nn_conv_backward(graft_tensor **ginput, graft_tensor **gweigh
                            graft_shape_str(grad->ndim, grad->shape, b, sizeof b));
     if ((ginput && !weight) || (gweight && !input))
         return graft_error(GRAFT_EINTERNAL, "%s backward: a saved operand is missing", op);
+    if ((ginput && (st = cv_check_device(weight, grad, op))) || (gweight && (st = cv_check_device(input, grad, op))))
+        return st;
     graft_dtype dt = input ? input->dtype : weight ? weight->dtype : grad->dtype;
+    graft_device dev = graft_tensor_device(grad);
+    if (dev.type == GRAFT_CUDA) return cv_backward_cuda(ginput, gweight, gbias, grad, input, weight, &s, dt, in_ndim, in_shape, w_shape, o);
     graft_dtype cdt = cv_compute(dt);
     s.g.dtype = cdt;
     graft_tensor *g = NULL, *x = NULL, *w = NULL, *gi = NULL, *gw = NULL, *gb = NULL;

@@ -7,7 +7,8 @@
  *     if (graft_nn_conv(&y, x, w, b, &o)) fprintf(stderr, "%s\n", graft_last_error());
  *
  * Inputs are batched [N, C, (H,) W] or unbatched [C, (H,) W]; any layout (copied to
- * contiguous when needed); float32/float64 (float16/bfloat16 computed in float32).
+ * contiguous when needed); float32/float64 (float16/bfloat16 computed in float32), on
+ * the CPU or on one CUDA device (im2col + cuBLAS, core/cuda/conv.cu).
  * Results are +1 references to fresh contiguous tensors. The kernels live in
  * core/cpu/conv_cpu.c; the autograd rule in core/autograd/rules_spatial.c.
  */
@@ -33,6 +34,11 @@ typedef struct {
 graft_conv_opts graft_conv_defaults(int spatial, bool transposed);
 /* "conv2d", "conv_transpose1d", ...: static. */
 const char *graft_conv_name(const graft_conv_opts *o);
+
+/* PyTorch's torch.backends.cudnn.allow_tf32: float32 convolutions on CUDA may use
+ * TF32 tensor cores. Off by default (PyTorch: on), so results match the CPU's. */
+void graft_conv_set_allow_tf32(bool on);
+bool graft_conv_allow_tf32(void);
 
 /* +1: the convolution. bias may be NULL. Records for autograd when an input requires
  * grad (ConvolutionBackward0). */

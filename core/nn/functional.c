@@ -6,7 +6,9 @@
 #include <string.h>
 
 #include "autograd/record_nn.h"
+#include "cuda/nn_loss.h"
 #include "nn/kernels.h"
+#include "ops/autocast.h"
 #include "ops/elementwise.h"
 #include "ops/index.h"
 #include "ops/linalg.h"
@@ -40,10 +42,24 @@ graft_status graft_nn_contig_as(graft_tensor **out, graft_tensor *t, graft_dtype
 /* ======================================================================== */
 
 /* y = x w^T + b as one addmm over x flattened to [rows, in] (a view when x allows it);
- * 2-D inputs record AddmmBackward0 as in PyTorch. */
+ * 2-D inputs record AddmmBackward0 as in PyTorch. On CUDA the addmm is one cuBLAS call
+ * reading w^T in place (the bias is copied into the output first, beta = 1). Under
+ * autocast x, w and b are cast here, so w's cast (a leaf's) comes from the cache. */
 graft_status graft_nn_linear(graft_tensor **out, graft_tensor *x, graft_tensor *w, graft_tensor *b) {
     char s1[SHAPE_BUF], s2[SHAPE_BUF];
     *out = NULL;
+    if (GRAFT_AUTOCAST_ACTIVE()) {
+        graft_autocast_scope sc;
+        graft_tensor *ts[3] = {x, w, b};
+        graft_status st = graft_autocast_begin(&sc, ts, 3, GRAFT_AUTOCAST_LOWER);
+        if (st) return st;
+        st = graft_nn_linear(out, ts[0], ts[1], ts[2]);
+        graft_autocast_end(&sc);
+        return st;
+    }
+    graft_tensor *devs[3] = {x, w, b};
+    graft_status dst = graft_nn_same_device("linear", 3, devs);
+    if (dst) return dst;
     if (w->ndim != 2 || x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1])
         return graft_error(GRAFT_ESHAPE, "linear: input %s does not match weight %s (expected an input of shape [*, %lld])",
                            graft_shape_str(x->ndim, x->shape, s1, sizeof s1), graft_shape_str(w->ndim, w->shape, s2, sizeof s2),
@@ -92,6 +108,18 @@ graft_status graft_nn_bilinear(graft_tensor **out, graft_tensor *x1, graft_tenso
                                graft_tensor *b) {
     char s1[SHAPE_BUF], s2[SHAPE_BUF], s3[SHAPE_BUF];
     *out = NULL;
+    if (GRAFT_AUTOCAST_ACTIVE()) { /* PyTorch's "promote" list: the widest input dtype */
+        graft_autocast_scope sc;
+        graft_tensor *ts[4] = {x1, x2, w, b};
+        graft_status st = graft_autocast_begin(&sc, ts, 4, GRAFT_AUTOCAST_PROMOTE);
+        if (st) return st;
+        st = graft_nn_bilinear(out, ts[0], ts[1], ts[2], ts[3]);
+        graft_autocast_end(&sc);
+        return st;
+    }
+    graft_tensor *devs[4] = {x1, x2, w, b};
+    graft_status dst = graft_nn_same_device("bilinear", 4, devs);
+    if (dst) return dst;
     bool ok = w->ndim == 3 && x1->ndim >= 1 && x1->ndim == x2->ndim && x1->shape[x1->ndim - 1] == w->shape[1] &&
               x2->shape[x2->ndim - 1] == w->shape[2];
     for (int d = 0; ok && d < x1->ndim - 1; d++) ok = x1->shape[d] == x2->shape[d];
@@ -162,7 +190,21 @@ static graft_status em_forward(graft_tensor **out, graft_tensor *index, graft_te
     int64_t sh[GRAFT_MAX_DIMS];
     memcpy(sh, index->shape, sizeof(int64_t) * (size_t)index->ndim);
     sh[index->ndim] = D;
-    if ((st = graft_nn_contig_as(&idx, index, GRAFT_I64)) || (st = graft_tensor_contiguous(&wc, weight))) goto done;
+    graft_tensor *ts[2] = {weight, index};
+    graft_device dev = graft_tensor_device(weight);
+    if ((st = graft_nn_same_device("embedding", 2, ts)) || (st = graft_nn_contig_as(&idx, index, GRAFT_I64)) ||
+        (st = graft_tensor_contiguous(&wc, weight)))
+        goto done;
+    if (dev.type == GRAFT_CUDA) {
+        int64_t bad = INT64_MIN;
+        if ((st = graft_tensor_empty(out, index->ndim + 1, sh, weight->dtype, dev)) ||
+            (st = graft_cuda_nn_embedding_forward(*out, &bad, wc, idx)))
+            goto done;
+        if (bad != INT64_MIN)
+            st = graft_error(GRAFT_EINDEX, "embedding: index %lld is out of range for %lld embeddings", (long long)bad,
+                             (long long)num);
+        goto done;
+    }
     const int64_t *ip = graft_tensor_data(idx);
     for (int64_t i = 0; i < n; i++)
         if (ip[i] < 0 || ip[i] >= num) {
@@ -177,6 +219,10 @@ static graft_status em_forward(graft_tensor **out, graft_tensor *index, graft_te
     #pragma omp parallel for if (graft_should_parallelize(n * D)) schedule(static)
     for (int64_t i = 0; i < n; i++) memcpy(o + (size_t)i * row, w + (size_t)ip[i] * row, row);
 done:
+    if (st) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
     graft_tensor_release(idx);
     graft_tensor_release(wc);
     return st;
@@ -212,6 +258,8 @@ EM_BACKWARD(double, f64)
 graft_status graft_nn_embedding_backward(graft_tensor **dw, graft_tensor *g, graft_tensor *index, int64_t num,
                                          int64_t padding_idx) {
     graft_tensor *gc = NULL, *idx = NULL;
+    graft_tensor *ts[2] = {g, index};
+    graft_device dev = graft_tensor_device(g);
     *dw = NULL;
     int64_t D = g->shape[g->ndim - 1], n = graft_tensor_numel(index);
     int64_t sh[2] = {num, D};
@@ -219,10 +267,12 @@ graft_status graft_nn_embedding_backward(graft_tensor **dw, graft_tensor *g, gra
     if (g->dtype != GRAFT_F32 && g->dtype != GRAFT_F64)
         return graft_error(GRAFT_ETYPE, "embedding backward: expected a float32 or float64 gradient, got %s",
                            graft_dtype_name(g->dtype));
-    if ((st = graft_tensor_contiguous(&gc, g)) || (st = graft_nn_contig_as(&idx, index, GRAFT_I64)) ||
-        (st = graft_tensor_empty(dw, 2, sh, g->dtype, graft_cpu)) || (st = graft_tensor_fill_int_(*dw, 0)))
+    if ((st = graft_nn_same_device("embedding backward", 2, ts)) || (st = graft_tensor_contiguous(&gc, g)) ||
+        (st = graft_nn_contig_as(&idx, index, GRAFT_I64)) || (st = graft_tensor_empty(dw, 2, sh, g->dtype, dev)) ||
+        (st = graft_tensor_fill_int_(*dw, 0)))
         goto done;
-    if (g->dtype == GRAFT_F64) em_backward_f64(graft_tensor_data(*dw), graft_tensor_data(gc), graft_tensor_data(idx), n, D, padding_idx);
+    if (dev.type == GRAFT_CUDA) st = graft_cuda_nn_embedding_backward(*dw, gc, idx, padding_idx);
+    else if (g->dtype == GRAFT_F64) em_backward_f64(graft_tensor_data(*dw), graft_tensor_data(gc), graft_tensor_data(idx), n, D, padding_idx);
     else em_backward_f32(graft_tensor_data(*dw), graft_tensor_data(gc), graft_tensor_data(idx), n, D, padding_idx);
 done:
     if (st) {
@@ -254,11 +304,21 @@ graft_status graft_nn_one_hot(graft_tensor **out, graft_tensor *index, int64_t n
         return graft_error(GRAFT_ETYPE, "one_hot: expected an int64 index tensor, got %s", graft_dtype_name(index->dtype));
     if (index->ndim + 1 > GRAFT_MAX_DIMS) return graft_error(GRAFT_EINVAL, "one_hot: index has too many dims");
     graft_tensor *idx = NULL;
+    graft_device dev = graft_tensor_device(index);
     graft_status st = graft_tensor_contiguous(&idx, index);
     if (st) return st;
     int64_t n = graft_tensor_numel(idx), mx = -1;
-    const int64_t *ip = graft_tensor_data(idx);
-    for (int64_t i = 0; i < n; i++) {
+    const int64_t *ip = dev.type == GRAFT_CUDA ? NULL : graft_tensor_data(idx);
+    if (dev.type == GRAFT_CUDA) {
+        /* the smallest and largest class come back from the device (one small copy) */
+        int64_t mn = 0;
+        if ((st = graft_cuda_nn_index_range(&mn, &mx, idx))) goto done;
+        if (mn < 0) {
+            st = graft_error(GRAFT_EINDEX, "one_hot: class values must be non-negative, got %lld", (long long)mn);
+            goto done;
+        }
+    }
+    for (int64_t i = 0; ip && i < n; i++) {
         if (ip[i] < 0) {
             st = graft_error(GRAFT_EINDEX, "one_hot: class values must be non-negative, got %lld", (long long)ip[i]);
             goto done;
@@ -282,8 +342,12 @@ graft_status graft_nn_one_hot(graft_tensor **out, graft_tensor *index, int64_t n
     int64_t sh[GRAFT_MAX_DIMS];
     memcpy(sh, index->shape, sizeof(int64_t) * (size_t)index->ndim);
     sh[index->ndim] = num_classes;
-    if ((st = graft_tensor_empty(out, index->ndim + 1, sh, GRAFT_I64, graft_cpu)) || (st = graft_tensor_fill_int_(*out, 0)))
+    if ((st = graft_tensor_empty(out, index->ndim + 1, sh, GRAFT_I64, dev)) || (st = graft_tensor_fill_int_(*out, 0)))
         goto done;
+    if (dev.type == GRAFT_CUDA) {
+        st = graft_cuda_nn_one_hot(*out, idx, num_classes);
+        goto done;
+    }
     int64_t *o = graft_tensor_data(*out);
     for (int64_t i = 0; i < n; i++) o[i * num_classes + ip[i]] = 1;
 done:
@@ -299,15 +363,31 @@ done:
 /* scaled_dot_product_attention                                              */
 /* ======================================================================== */
 
-/* +1: bool [L, S], true where j > i (the positions a causal mask removes). */
-static graft_status sdpa_causal(graft_tensor **out, int64_t L, int64_t S) {
+/* +1: bool [L, S] on dev, true where j > i (the positions a causal mask removes); made
+ * on the host and copied. */
+static graft_status sdpa_causal(graft_tensor **out, int64_t L, int64_t S, graft_device dev) {
     int64_t sh[2] = {L, S};
-    graft_status st = graft_tensor_empty(out, 2, sh, GRAFT_BOOL, graft_cpu);
+    graft_tensor *h = NULL;
+    graft_status st = graft_tensor_empty(&h, 2, sh, GRAFT_BOOL, graft_cpu);
     if (st) return st;
-    uint8_t *m = graft_tensor_data(*out);
+    uint8_t *m = graft_tensor_data(h);
     for (int64_t i = 0; i < L; i++)
         for (int64_t j = 0; j < S; j++) m[i * S + j] = j > i;
-    return GRAFT_OK;
+    if (dev.type == GRAFT_CPU) {
+        *out = h;
+        return GRAFT_OK;
+    }
+    if (!(st = graft_tensor_empty(out, 2, sh, GRAFT_BOOL, dev)) && (st = graft_tensor_copy_(*out, h))) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
+    graft_tensor_release(h);
+    return st;
+}
+
+static graft_status sdpa_check_float(const graft_tensor *t, const char *op, const char *what) {
+    if (graft_dtype_is_float(t->dtype)) return GRAFT_OK;
+    return graft_error(GRAFT_ETYPE, "%s: expected a floating point %s, got %s", op, what, graft_dtype_name(t->dtype));
 }
 
 graft_status graft_nn_scaled_dot_product_attention(graft_tensor **out, graft_tensor *q, graft_tensor *k,
@@ -317,8 +397,18 @@ graft_status graft_nn_scaled_dot_product_attention(graft_tensor **out, graft_ten
     const char *op = "scaled_dot_product_attention";
     *out = NULL;
     graft_status st;
-    if ((st = graft_nn_check_float(q, op, "query")) || (st = graft_nn_check_float(k, op, "key")) ||
-        (st = graft_nn_check_float(v, op, "value")))
+    if (GRAFT_AUTOCAST_ACTIVE()) {
+        graft_autocast_scope sc;
+        graft_tensor *ts[4] = {q, k, v, mask};
+        if ((st = graft_autocast_begin(&sc, ts, 4, GRAFT_AUTOCAST_LOWER))) return st;
+        st = graft_nn_scaled_dot_product_attention(out, ts[0], ts[1], ts[2], ts[3], dropout_p, is_causal);
+        graft_autocast_end(&sc);
+        return st;
+    }
+    graft_tensor *devs[4] = {q, k, v, mask};
+    if ((st = graft_nn_same_device(op, 4, devs))) return st;
+    if ((st = sdpa_check_float(q, op, "query")) || (st = sdpa_check_float(k, op, "key")) ||
+        (st = sdpa_check_float(v, op, "value")))
         return st;
     if (q->ndim < 2 || k->ndim < 2 || v->ndim < 2 || q->shape[q->ndim - 1] != k->shape[k->ndim - 1] ||
         k->shape[k->ndim - 2] != v->shape[v->ndim - 2])
@@ -333,14 +423,15 @@ graft_status graft_nn_scaled_dot_product_attention(graft_tensor **out, graft_ten
     if (!(dropout_p >= 0 && dropout_p <= 1))
         return graft_error(GRAFT_EINVAL, "%s: dropout_p must be between 0 and 1, got %g", op, dropout_p);
     int64_t L = q->shape[q->ndim - 2], S = k->shape[k->ndim - 2], E = q->shape[q->ndim - 1];
-    graft_tensor *kt = NULL, *sc = NULL, *scaled = NULL, *masked = NULL, *m = NULL, *p = NULL, *pd = NULL;
+    graft_tensor *kt = NULL, *sc = NULL, *scaled = NULL, *masked = NULL, *m = NULL, *p = NULL, *pd = NULL, *p32 = NULL;
     if ((st = graft_transpose(&kt, k, k->ndim - 2, k->ndim - 1)) || (st = graft_linalg_matmul(&sc, q, kt)) ||
         (st = graft_mul_scalar(&scaled, sc, 1.0 / sqrt((double)E))))
         goto done;
     graft_tensor *cur = scaled;
     graft_ix_value ninf = {false, 0, -INFINITY};
     if (is_causal) {
-        if ((st = sdpa_causal(&m, L, S)) || (st = graft_masked_fill(&masked, cur, m, ninf))) goto done;
+        if ((st = sdpa_causal(&m, L, S, graft_tensor_device(q))) || (st = graft_masked_fill(&masked, cur, m, ninf)))
+            goto done;
         cur = masked;
     } else if (mask && mask->dtype == GRAFT_BOOL) {
         if ((st = graft_unary(&m, GRAFT_EW_LOGICAL_NOT, mask)) || (st = graft_masked_fill(&masked, cur, m, ninf))) goto done;
@@ -349,7 +440,14 @@ graft_status graft_nn_scaled_dot_product_attention(graft_tensor **out, graft_ten
         if ((st = graft_add(&masked, cur, mask))) goto done;
         cur = masked;
     }
-    if ((st = graft_nn_softmax(&p, cur, cur->ndim - 1, -1))) goto done;
+    if (cur->dtype == GRAFT_F16 || cur->dtype == GRAFT_BF16) {
+        /* 16-bit scores: the softmax in float32, rounded once (recorded conversions) */
+        if ((st = graft_nn_softmax(&p32, cur, cur->ndim - 1, GRAFT_F32)) ||
+            (st = graft_ag_to_dtype(&p, p32, cur->dtype)))
+            goto done;
+    } else if ((st = graft_nn_softmax(&p, cur, cur->ndim - 1, -1))) {
+        goto done;
+    }
     cur = p;
     if (dropout_p > 0) {
         if ((st = graft_nn_dropout(&pd, p, dropout_p, true))) goto done;
@@ -364,5 +462,6 @@ done:
     graft_tensor_release(m);
     graft_tensor_release(p);
     graft_tensor_release(pd);
+    graft_tensor_release(p32);
     return st;
 }

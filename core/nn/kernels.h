@@ -18,6 +18,24 @@ graft_status graft_nn_check_float(const graft_tensor *t, const char *op, const c
 graft_status graft_nn_contig_as(graft_tensor **out, graft_tensor *t, graft_dtype d);
 /* Shape text for messages, as graft_shape_str. */
 #define GRAFT_NN_SHAPE_BUF (GRAFT_MAX_DIMS * 24 + 3)
+/* GRAFT_EDEVICE unless the n tensors of ts (NULLs skipped) share one device, worded as
+ * PyTorch: "cross_entropy: expected all tensors to be on the same device, but found
+ * cuda:0 and cpu". */
+static inline graft_status graft_nn_same_device(const char *op, int n, graft_tensor *const *ts) {
+    const graft_tensor *first = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!ts[i]) continue;
+        if (!first) {
+            first = ts[i];
+        } else if (!graft_device_eq(graft_tensor_device(first), graft_tensor_device(ts[i]))) {
+            char b1[16], b2[16];
+            return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s", op,
+                               graft_device_str(graft_tensor_device(first), b1),
+                               graft_device_str(graft_tensor_device(ts[i]), b2));
+        }
+    }
+    return GRAFT_OK;
+}
 
 /* ---- softmax (activation.c) ---- */
 graft_status graft_nn_softmax_forward(graft_tensor **y, graft_tensor *x, int dim, bool log);

@@ -3,14 +3,19 @@
  * ignore_index in a single pass) and one fused backward; the pointwise losses (mse, l1,
  * smooth_l1, binary cross-entropy with and without logits) are single iterator passes
  * for the elementwise loss and for each gradient. Weighted means follow PyTorch: the
- * sum of the losses over the sum of the weights of the targets that count. */
+ * sum of the losses over the sum of the weights of the targets that count. CUDA
+ * tensors run the same fused kernels from core/cuda/nn_loss.cu after the same checks.
+ * Under autocast the losses of PyTorch's float32 list cast 16-bit inputs to float32
+ * (binary_cross_entropy, which PyTorch refuses under autocast, is left out). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/record_nn.h"
+#include "cuda/nn_loss.h"
 #include "nn/kernels.h"
 #include "nn/nn_math.h"
+#include "ops/autocast.h"
 #include "ops/reduce.h"
 #include "tensor/iter.h"
 #ifdef _OPENMP
@@ -58,8 +63,9 @@ graft_status graft_nn_class_loss_prepare(graft_nn_class_loss *a, graft_tensor *x
     char s1[SHAPE_BUF], s2[SHAPE_BUF];
     const char *op = a->op;
     *xc = *tc = *wc = NULL;
+    graft_tensor *ts[3] = {x, target, weight};
     graft_status st = graft_nn_check_float(x, op, "input");
-    if (st) return st;
+    if (st || (st = graft_nn_same_device(op, 3, ts))) return st;
     if (x->ndim == 0)
         return graft_error(GRAFT_ESHAPE, "%s: expected an input of shape [N, C, *] or [C], got []", op);
     int64_t C = x->ndim == 1 ? x->shape[0] : x->shape[1];
@@ -248,11 +254,33 @@ graft_status graft_nn_class_loss_forward(graft_tensor **out, graft_tensor **lse,
     int rnd = 0;
     for (int d = 0; d < x->ndim; d++)
         if (d != (x->ndim == 1 ? 0 : 1)) rshape[rnd++] = x->shape[d];
-    if (a->reduction == GRAFT_REDUCTION_NONE && (st = graft_tensor_empty(&rows, rnd, rshape, x->dtype, graft_cpu)))
+    graft_device dev = graft_tensor_device(x);
+    if (a->reduction == GRAFT_REDUCTION_NONE && (st = graft_tensor_empty(&rows, rnd, rshape, x->dtype, dev)))
         return st;
-    if (lse && a->logits && (st = graft_tensor_empty(&lt, 1, &gm.rows, x->dtype, graft_cpu))) goto done;
-    double L, W;
-    int64_t bad;
+    if (lse && a->logits && (st = graft_tensor_empty(&lt, 1, &gm.rows, x->dtype, dev))) goto done;
+    double L = 0, W = 0;
+    int64_t bad = INT64_MIN;
+    if (dev.type == GRAFT_CUDA) {
+        if (!rows && (st = graft_tensor_empty(out, 0, rshape, x->dtype, dev))) goto done;
+        if ((st = graft_cuda_nn_class_loss_forward(rows ? rows : *out, lt, &W, &bad, a, x, target, weight, gm.N, gm.C,
+                                                   gm.inner)))
+            goto done;
+        if (bad != INT64_MIN) {
+            st = graft_error(GRAFT_EINDEX, "%s: target %lld is out of bounds for %lld classes", a->op, (long long)bad,
+                             (long long)gm.C);
+            goto done;
+        }
+        if (total_weight) *total_weight = W;
+        if (rows) {
+            *out = rows;
+            rows = NULL;
+        }
+        if (lse) {
+            *lse = lt;
+            lt = NULL;
+        }
+        goto done;
+    }
     const void *tp = a->probs ? NULL : graft_tensor_data(target), *pp = a->probs ? graft_tensor_data(target) : NULL;
     const void *wp = weight ? graft_tensor_data(weight) : NULL;
     if (x->dtype == GRAFT_F64)
@@ -280,6 +308,10 @@ graft_status graft_nn_class_loss_forward(graft_tensor **out, graft_tensor **lse,
         lt = NULL;
     }
 done:
+    if (st) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
     graft_tensor_release(rows);
     graft_tensor_release(lt);
     return st;
@@ -291,13 +323,20 @@ graft_status graft_nn_class_loss_backward(graft_tensor **dx, graft_tensor **dtar
     cl_geom gm;
     cl_geometry(x, &gm);
     graft_tensor *gc = NULL;
+    graft_tensor *ts[2] = {g, x};
+    graft_device dev = graft_tensor_device(x);
     if (dx) *dx = NULL;
     if (dtarget) *dtarget = NULL;
-    graft_status st = graft_nn_contig_as(&gc, g, x->dtype);
-    if (st) return st;
-    if (dx && (st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, graft_cpu))) goto done;
-    if (dtarget && (st = graft_tensor_empty(dtarget, x->ndim, x->shape, x->dtype, graft_cpu))) goto done;
+    graft_status st = graft_nn_same_device(a->op, 2, ts);
+    if (st || (st = graft_nn_contig_as(&gc, g, x->dtype))) return st;
+    if (dx && (st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, dev))) goto done;
+    if (dtarget && (st = graft_tensor_empty(dtarget, x->ndim, x->shape, x->dtype, dev))) goto done;
     double gscale = a->reduction == GRAFT_REDUCTION_MEAN ? 1.0 / total_weight : 1.0;
+    if (dev.type == GRAFT_CUDA) {
+        st = graft_cuda_nn_class_loss_backward(dx ? *dx : NULL, dtarget ? *dtarget : NULL, a, gc, gscale, x, target,
+                                               weight, lse, gm.N, gm.C, gm.inner);
+        goto done;
+    }
     const void *tp = a->probs ? NULL : graft_tensor_data(target), *pp = a->probs ? graft_tensor_data(target) : NULL;
     const void *wp = weight ? graft_tensor_data(weight) : NULL, *lp = lse ? graft_tensor_data(lse) : NULL;
     void *dxp = dx ? graft_tensor_data(*dx) : NULL, *dtp = dtarget ? graft_tensor_data(*dtarget) : NULL;
@@ -316,6 +355,7 @@ done:
 
 static graft_status cl_front(graft_tensor **out, graft_nn_class_loss *a, graft_tensor *x, graft_tensor *target,
                              graft_tensor *weight) {
+    GRAFT_AUTOCAST_FP32_2(x, target, cl_front(out, a, x, target, weight));
     if (GRAFT_AG_ACTIVE(x->autograd || target->autograd)) return graft_ag_nn_class_loss(out, a, x, target, weight);
     graft_tensor *xc, *tc, *wc;
     graft_status st = graft_nn_class_loss_prepare(a, x, target, weight, &xc, &tc, &wc);
@@ -467,10 +507,14 @@ static void pl_release(pl_operands *o) {
     memset(o, 0, sizeof *o);
 }
 
-static graft_status pl_one(graft_tensor **out, graft_dtype d) {
+/* +1: a 0-dim 1 of dtype d on dev. */
+static graft_status pl_one(graft_tensor **out, graft_dtype d, graft_device dev) {
     int64_t none[1] = {1};
-    graft_status st = graft_tensor_empty(out, 0, none, d, graft_cpu);
-    if (!st) graft_store_f64(graft_tensor_data(*out), d, 1.0);
+    graft_status st = graft_tensor_empty(out, 0, none, d, dev);
+    if (!st && (st = graft_tensor_fill_(*out, 1.0))) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
     return st;
 }
 
@@ -479,8 +523,9 @@ static graft_status pl_prepare(pl_operands *o, graft_nn_loss kind, graft_tensor 
     char s1[SHAPE_BUF], s2[SHAPE_BUF];
     const char *op = pl_name(kind);
     memset(o, 0, sizeof *o);
+    graft_tensor *ts[4] = {x, y, w, pw};
     graft_status st = graft_nn_check_float(x, op, "input");
-    if (st) return st;
+    if (st || (st = graft_nn_same_device(op, 4, ts))) return st;
     if (!graft_dtype_is_float(y->dtype) && kind != GRAFT_NN_MSE && kind != GRAFT_NN_L1 && kind != GRAFT_NN_SMOOTH_L1)
         return graft_error(GRAFT_ETYPE, "%s: target must be floating point, got %s", op, graft_dtype_name(y->dtype));
     bool same = x->ndim == y->ndim;
@@ -511,8 +556,8 @@ static graft_status pl_prepare(pl_operands *o, graft_nn_loss kind, graft_tensor 
             return graft_error(GRAFT_ETYPE, "%s: %s must be floating point, got %s", op, names[k], graft_dtype_name(t->dtype));
     }
     if ((st = graft_tensor_to_dtype(&o->y, y, x->dtype)) ||
-        (st = w ? graft_tensor_to_dtype(&o->w, w, x->dtype) : pl_one(&o->w, x->dtype)) ||
-        (st = pw ? graft_tensor_to_dtype(&o->pw, pw, x->dtype) : pl_one(&o->pw, x->dtype))) {
+        (st = w ? graft_tensor_to_dtype(&o->w, w, x->dtype) : pl_one(&o->w, x->dtype, graft_tensor_device(x))) ||
+        (st = pw ? graft_tensor_to_dtype(&o->pw, pw, x->dtype) : pl_one(&o->pw, x->dtype, graft_tensor_device(x)))) {
         pl_release(o);
         return st;
     }
@@ -531,6 +576,21 @@ graft_status graft_nn_pointwise_loss_forward(graft_tensor **out, graft_nn_loss k
     graft_tensor *l = NULL;
     graft_iter it;
     pl_ctx c = {kind, beta, 1.0, false, 0};
+    graft_device dev = graft_tensor_device(x);
+    if (dev.type == GRAFT_CUDA) {
+        bool bad = false;
+        if (reduction == GRAFT_REDUCTION_NONE ? (st = graft_tensor_empty(out, o.ndim, o.shape, x->dtype, dev))
+                                              : (st = graft_tensor_empty(out, 0, o.shape, x->dtype, dev)))
+            goto done;
+        st = graft_cuda_nn_pointwise_loss_forward(*out, &bad, kind, x, o.y, o.w, o.pw, reduction, beta, o.ndim, o.shape);
+        if (!st && bad)
+            st = graft_error(GRAFT_EINVAL, "binary_cross_entropy: all elements of input should be between 0 and 1");
+        if (st) {
+            graft_tensor_release(*out);
+            *out = NULL;
+        }
+        goto done;
+    }
     if ((st = graft_tensor_empty(&l, o.ndim, o.shape, x->dtype, graft_cpu))) goto done;
     graft_tensor *ops[5] = {l, x, o.y, o.w, o.pw};
     if ((st = graft_iter_init(&it, 5, ops, o.ndim, o.shape))) goto done;
@@ -565,12 +625,19 @@ graft_status graft_nn_pointwise_loss_backward(graft_tensor **dx, graft_tensor **
     int64_t numel = 1;
     for (int d = 0; d < o.ndim; d++) numel *= o.shape[d];
     pl_ctx c = {kind, beta, reduction == GRAFT_REDUCTION_MEAN ? 1.0 / (double)numel : 1.0, false, 0};
-    if ((st = graft_tensor_to_dtype(&gc, g, x->dtype))) goto done;
+    graft_tensor *ts[2] = {g, x};
+    graft_device dev = graft_tensor_device(x);
+    if ((st = graft_nn_same_device(pl_name(kind), 2, ts)) || (st = graft_tensor_to_dtype(&gc, g, x->dtype))) goto done;
     for (int pass = 0; pass < 2; pass++) {
         graft_tensor **res = pass ? dy : dx;
         if (!res) continue;
         c.target = pass == 1;
-        if ((st = graft_tensor_empty(res, o.ndim, o.shape, x->dtype, graft_cpu))) goto done;
+        if ((st = graft_tensor_empty(res, o.ndim, o.shape, x->dtype, dev))) goto done;
+        if (dev.type == GRAFT_CUDA) {
+            if ((st = graft_cuda_nn_pointwise_loss_backward(*res, c.target, kind, gc, c.scale, x, o.y, o.w, o.pw, beta)))
+                goto done;
+            continue;
+        }
         graft_iter it;
         graft_tensor *ops[6] = {*res, gc, x, o.y, o.w, o.pw};
         if ((st = graft_iter_init(&it, 6, ops, o.ndim, o.shape))) goto done;
@@ -591,6 +658,8 @@ graft_status graft_nn_pointwise_loss(graft_tensor **out, graft_nn_loss kind, gra
                                      double beta) {
     if (pos_weight && kind != GRAFT_NN_BCE_LOGITS)
         return graft_error(GRAFT_EINVAL, "%s: pos_weight is only for binary_cross_entropy_with_logits", pl_name(kind));
+    if (kind != GRAFT_NN_BCE)
+        GRAFT_AUTOCAST_FP32_2(x, y, graft_nn_pointwise_loss(out, kind, x, y, weight, pos_weight, reduction, beta));
     if (GRAFT_AG_ACTIVE(x->autograd || y->autograd))
         return graft_ag_nn_pointwise_loss(out, kind, x, y, weight, pos_weight, reduction, beta);
     return graft_nn_pointwise_loss_forward(out, kind, x, y, weight, pos_weight, reduction, beta);

@@ -3,14 +3,17 @@
  * x * scale + shift per channel or (x - mean) * rstd * w + b per row. Backward kernels
  * are fused: one pass for the sums of g and g x per channel, row or group, one pass for
  * dx = s g + b x + c with coefficients from those sums. Channels, rows or groups are
- * split across the OpenMP pool when the input is large. */
+ * split across the OpenMP pool when the input is large. CUDA tensors go to
+ * core/cuda/norm.cu after the same checks (all tensors on the input's device). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "autograd/record_nn.h"
+#include "cuda/norm.h"
 #include "nn/kernels.h"
 #include "nn/span.h"
+#include "ops/autocast.h"
 #include "tensor/iter.h"
 #ifdef _OPENMP
 #include <omp.h>
@@ -68,6 +71,16 @@ static graft_status nm_check_vec(const graft_tensor *t, int64_t C, const char *o
         return graft_error(GRAFT_ETYPE, "%s: %s must be floating point, got %s", op, name, graft_dtype_name(t->dtype));
     return GRAFT_OK;
 }
+
+/* Errors unless t (when given) lives on x's device, in PyTorch's words. */
+static graft_status nm_same_device(const graft_tensor *x, const graft_tensor *t, const char *op) {
+    if (!t || graft_device_eq(graft_tensor_device(x), graft_tensor_device(t))) return GRAFT_OK;
+    char a[16], b[16];
+    return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s", op,
+                       graft_device_str(graft_tensor_device(x), a), graft_device_str(graft_tensor_device(t), b));
+}
+
+static bool nm_on_cuda(const graft_tensor *x) { return graft_tensor_device(x).type == GRAFT_CUDA; }
 
 /* ======================================================================== */
 /* batch_norm                                                                */
@@ -145,6 +158,11 @@ static graft_status bn_check(graft_tensor *x, graft_tensor *rm, graft_tensor *rv
     if ((st = nm_check_vec(rm, *C, "batch_norm", "running_mean")) || (st = nm_check_vec(rv, *C, "batch_norm", "running_var")) ||
         (st = nm_check_vec(w, *C, "batch_norm", "weight")) || (st = nm_check_vec(b, *C, "batch_norm", "bias")))
         return st;
+    if ((st = nm_same_device(x, rm, "batch_norm")) || (st = nm_same_device(x, rv, "batch_norm")) ||
+        (st = nm_same_device(x, w, "batch_norm")) || (st = nm_same_device(x, b, "batch_norm")))
+        return st;
+    /* num_batches_tracked, a counter, may also stay on the CPU beside a CUDA input */
+    if (nbt && graft_tensor_device(nbt).type != GRAFT_CPU && (st = nm_same_device(x, nbt, "batch_norm"))) return st;
     if (!rm != !rv) return graft_error(GRAFT_EINVAL, "batch_norm: running_mean and running_var go together (one is missing)");
     if (training && *N * *L <= 1)
         return graft_error(GRAFT_EINVAL, "batch_norm: expected more than 1 value per channel when training, got input size %s",
@@ -180,6 +198,50 @@ static void bn_update_running(graft_tensor *rm, graft_tensor *rv, graft_tensor *
     graft_tensor_bump(rv);
 }
 
+/* The CUDA forward: statistics, running-stat update and the affine pass run on the
+ * device; a num_batches_tracked kept on the CPU is counted here, one on the device by
+ * the kernels (no synchronisation either way). */
+static graft_status bn_forward_cuda(graft_tensor **y, graft_tensor **save_mean, graft_tensor **save_invstd,
+                                    graft_tensor *x, graft_tensor *rm, graft_tensor *rv, graft_tensor *w,
+                                    graft_tensor *b, graft_tensor *nbt, bool training, double momentum, double eps) {
+    graft_device dev = graft_tensor_device(x);
+    int64_t C = x->shape[1];
+    bool update = training && rm, cumulative = momentum == GRAFT_NN_CUMULATIVE;
+    double f = momentum;
+    graft_tensor *xc = NULL, *sm = NULL, *si = NULL, *dnbt = NULL;
+    graft_status st;
+    if ((st = graft_tensor_contiguous(&xc, x)) || (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev)) ||
+        (st = graft_tensor_empty(&sm, 1, &C, x->dtype, dev)) || (st = graft_tensor_empty(&si, 1, &C, x->dtype, dev)))
+        goto done;
+    if (update && nbt) {
+        if (graft_tensor_device(nbt).type == GRAFT_CPU) {
+            int64_t k = graft_load_i64(graft_tensor_data(nbt), nbt->dtype) + 1;
+            graft_store_i64(graft_tensor_data(nbt), nbt->dtype, k);
+            if (cumulative) f = 1.0 / (double)k;
+            cumulative = false;
+        } else {
+            dnbt = nbt;
+        }
+        graft_tensor_bump(nbt);
+    }
+    if ((st = graft_cuda_batch_norm_forward(*y, sm, si, xc, rm, rv, w, b, dnbt, training, f, cumulative, eps))) goto done;
+    if (update) {
+        graft_tensor_bump(rm);
+        graft_tensor_bump(rv);
+    }
+    if (save_mean) { *save_mean = sm; sm = NULL; }
+    if (save_invstd) { *save_invstd = si; si = NULL; }
+done:
+    if (st) {
+        graft_tensor_release(*y);
+        *y = NULL;
+    }
+    graft_tensor_release(xc);
+    graft_tensor_release(sm);
+    graft_tensor_release(si);
+    return st;
+}
+
 graft_status graft_nn_batch_norm_forward(graft_tensor **y, graft_tensor **save_mean, graft_tensor **save_invstd,
                                          graft_tensor *x, graft_tensor *rm, graft_tensor *rv, graft_tensor *w,
                                          graft_tensor *b, graft_tensor *nbt, bool training, double momentum,
@@ -190,6 +252,7 @@ graft_status graft_nn_batch_norm_forward(graft_tensor **y, graft_tensor **save_m
     if (save_invstd) *save_invstd = NULL;
     graft_status st = bn_check(x, rm, rv, w, b, nbt, training, momentum, &N, &C, &L);
     if (st) return st;
+    if (nm_on_cuda(x)) return bn_forward_cuda(y, save_mean, save_invstd, x, rm, rv, w, b, nbt, training, momentum, eps);
     const nn_span_ops *ops = nm_ops(x);
     size_t esz = ops->esz;
     graft_tensor *xc = NULL;
@@ -270,12 +333,51 @@ static void bn_sums(const nn_span_ops *ops, const char *g, const char *x, int64_
     }
 }
 
+/* Releases the outputs of a failed backward. */
+static void nm_drop3(graft_tensor **a, graft_tensor **b, graft_tensor **c) {
+    graft_tensor **o[3] = {a, b, c};
+    for (int i = 0; i < 3; i++)
+        if (o[i]) {
+            graft_tensor_release(*o[i]);
+            *o[i] = NULL;
+        }
+}
+
+static graft_status bn_backward_cuda(graft_tensor **dx, graft_tensor **dw, graft_tensor **db, graft_tensor *g,
+                                     graft_tensor *x, graft_tensor *w, graft_tensor *mean_t, graft_tensor *invstd_t,
+                                     bool training) {
+    graft_device dev = graft_tensor_device(x);
+    int64_t C = x->shape[1];
+    graft_tensor *gc = NULL, *xc = NULL, *mc = NULL, *ic = NULL;
+    graft_status st;
+    if (dx) *dx = NULL;
+    if (dw) *dw = NULL;
+    if (db) *db = NULL;
+    if ((st = nm_same_device(x, g, "batch_norm backward")) || (st = nm_same_device(x, w, "batch_norm backward")) ||
+        (st = graft_nn_contig_as(&gc, g, x->dtype)) || (st = graft_tensor_contiguous(&xc, x)) ||
+        (st = graft_nn_contig_as(&mc, mean_t, x->dtype)) || (st = graft_nn_contig_as(&ic, invstd_t, x->dtype)))
+        goto done;
+    if ((dx && (st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, dev))) ||
+        (dw && (st = graft_tensor_empty(dw, 1, &C, x->dtype, dev))) ||
+        (db && (st = graft_tensor_empty(db, 1, &C, x->dtype, dev))))
+        goto done;
+    st = graft_cuda_batch_norm_backward(dx ? *dx : NULL, dw ? *dw : NULL, db ? *db : NULL, gc, xc, w, mc, ic, training);
+done:
+    if (st) nm_drop3(dx, dw, db);
+    graft_tensor_release(gc);
+    graft_tensor_release(xc);
+    graft_tensor_release(mc);
+    graft_tensor_release(ic);
+    return st;
+}
+
 /* Training (statistics of the batch):
  *   dx = w invstd (g - mean(g) - xhat mean(g xhat)),  xhat = (x - mean) invstd
  * eval (constant statistics): dx = w invstd g. In both, dw = sum(g xhat), db = sum(g). */
 graft_status graft_nn_batch_norm_backward(graft_tensor **dx, graft_tensor **dw, graft_tensor **db, graft_tensor *g,
                                           graft_tensor *x, graft_tensor *w, graft_tensor *mean_t,
                                           graft_tensor *invstd_t, bool training) {
+    if (nm_on_cuda(x)) return bn_backward_cuda(dx, dw, db, g, x, w, mean_t, invstd_t, training);
     int64_t N = x->shape[0], C = x->shape[1], L = 1, M;
     for (int d = 2; d < x->ndim; d++) L *= x->shape[d];
     M = N * L;
@@ -357,6 +459,10 @@ done:
 graft_status graft_nn_batch_norm(graft_tensor **out, graft_tensor *x, graft_tensor *running_mean,
                                  graft_tensor *running_var, graft_tensor *weight, graft_tensor *bias,
                                  graft_tensor *num_batches_tracked, bool training, double momentum, double eps) {
+    /* not on PyTorch's float32 list (cuDNN takes half inputs), but graft's kernels take
+     * float32/float64: a 16-bit activation under autocast is normalised in float32 */
+    GRAFT_AUTOCAST_FP32(x, graft_nn_batch_norm(out, x, running_mean, running_var, weight, bias, num_batches_tracked,
+                                               training, momentum, eps));
     if (GRAFT_AG_ACTIVE(x->autograd || GRAFT_AG_T(weight) || GRAFT_AG_T(bias)))
         return graft_ag_nn_batch_norm(out, x, running_mean, running_var, weight, bias, num_batches_tracked, training,
                                       momentum, eps);
@@ -393,6 +499,7 @@ static graft_status ln_check(graft_tensor *x, int nshape, const int64_t *ns, gra
         if (!graft_dtype_is_float(p->dtype))
             return graft_error(GRAFT_ETYPE, "layer_norm: %s must be floating point, got %s", names[k],
                                graft_dtype_name(p->dtype));
+        if ((st = nm_same_device(x, p, "layer_norm"))) return st;
     }
     *D = 1;
     for (int i = 0; i < nshape; i++) *D *= ns[i];
@@ -412,12 +519,19 @@ graft_status graft_nn_layer_norm_forward(graft_tensor **y, graft_tensor **mean_o
     const nn_span_ops *ops = nm_ops(x);
     size_t esz = ops->esz;
     graft_tensor *xc = NULL, *wc = NULL, *bc = NULL, *mt = NULL, *rt = NULL;
+    graft_device dev = graft_tensor_device(x);
     if ((st = graft_tensor_contiguous(&xc, x)) || (st = graft_nn_contig_as(&wc, w, x->dtype)) ||
         (st = graft_nn_contig_as(&bc, b, x->dtype)) ||
-        (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, graft_cpu)) ||
-        (st = graft_tensor_empty(&mt, 1, &R, x->dtype, graft_cpu)) ||
-        (st = graft_tensor_empty(&rt, 1, &R, x->dtype, graft_cpu)))
+        (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev)) ||
+        (st = graft_tensor_empty(&mt, 1, &R, x->dtype, dev)) ||
+        (st = graft_tensor_empty(&rt, 1, &R, x->dtype, dev)))
         goto done;
+    if (nm_on_cuda(x)) {
+        if ((st = graft_cuda_layer_norm_forward(*y, mt, rt, xc, wc, bc, R, D, eps))) goto done;
+        if (mean_out) { *mean_out = mt; mt = NULL; }
+        if (rstd_out) { *rstd_out = rt; rt = NULL; }
+        goto done;
+    }
     const char *xp = graft_tensor_data(xc);
     const void *wp = wc ? graft_tensor_data(wc) : NULL, *bp = bc ? graft_tensor_data(bc) : NULL;
     char *yp = graft_tensor_data(*y), *mp = graft_tensor_data(mt), *rp = graft_tensor_data(rt);
@@ -465,9 +579,25 @@ graft_status graft_nn_layer_norm_backward(graft_tensor **dx, graft_tensor **dw, 
     if (dw) *dw = NULL;
     if (db) *db = NULL;
     int nt = nm_threads(R * D);
-    if ((st = graft_nn_contig_as(&gc, g, x->dtype)) || (st = graft_tensor_contiguous(&xc, x)) ||
-        (st = graft_nn_contig_as(&wc, w, x->dtype)))
+    if ((st = nm_same_device(x, g, "layer_norm backward")) || (st = graft_nn_contig_as(&gc, g, x->dtype)) ||
+        (st = graft_tensor_contiguous(&xc, x)) || (st = graft_nn_contig_as(&wc, w, x->dtype)))
         goto done;
+    if (nm_on_cuda(x)) {
+        graft_device dev = graft_tensor_device(x);
+        const int64_t *ns = x->shape + x->ndim - nshape;
+        graft_tensor *mc = NULL, *rc = NULL;
+        if (dx) st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, dev);
+        if (!st && dw) st = graft_tensor_empty(dw, nshape, ns, x->dtype, dev);
+        if (!st && db) st = graft_tensor_empty(db, nshape, ns, x->dtype, dev);
+        if (!st) st = graft_nn_contig_as(&mc, mean_t, x->dtype);
+        if (!st) st = graft_nn_contig_as(&rc, rstd_t, x->dtype);
+        if (!st)
+            st = graft_cuda_layer_norm_backward(dx ? *dx : NULL, dw ? *dw : NULL, db ? *db : NULL, gc, xc, wc, mc, rc,
+                                                R, D);
+        graft_tensor_release(mc);
+        graft_tensor_release(rc);
+        goto done;
+    }
     if (dx && (st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, graft_cpu))) goto done;
     bool acc = dw || db;
     if (acc && !(part = calloc((size_t)nt * 2 * (size_t)D + 1, sizeof(double)))) {
@@ -524,6 +654,7 @@ done:
 
 graft_status graft_nn_layer_norm(graft_tensor **out, graft_tensor *x, int nshape, const int64_t *normalized_shape,
                                  graft_tensor *weight, graft_tensor *bias, double eps) {
+    GRAFT_AUTOCAST_FP32(x, graft_nn_layer_norm(out, x, nshape, normalized_shape, weight, bias, eps));
     if (GRAFT_AG_ACTIVE(x->autograd || GRAFT_AG_T(weight) || GRAFT_AG_T(bias)))
         return graft_ag_nn_layer_norm(out, x, nshape, normalized_shape, weight, bias, eps);
     return graft_nn_layer_norm_forward(out, NULL, NULL, x, nshape, normalized_shape, weight, bias, eps);
@@ -550,8 +681,62 @@ static graft_status gn_check(graft_tensor *x, int64_t G, graft_tensor *w, graft_
                            "group_norm: expected the number of channels of the input to be divisible by num_groups, "
                            "got input of shape %s and num_groups = %lld",
                            graft_shape_str(x->ndim, x->shape, s, sizeof s), (long long)G);
-    if ((st = nm_check_vec(w, *C, "group_norm", "weight")) || (st = nm_check_vec(b, *C, "group_norm", "bias"))) return st;
+    if ((st = nm_check_vec(w, *C, "group_norm", "weight")) || (st = nm_check_vec(b, *C, "group_norm", "bias")) ||
+        (st = nm_same_device(x, w, "group_norm")) || (st = nm_same_device(x, b, "group_norm")))
+        return st;
     return GRAFT_OK;
+}
+
+static graft_status gn_forward_cuda(graft_tensor **y, graft_tensor **mean_out, graft_tensor **rstd_out,
+                                    graft_tensor *x, int64_t G, graft_tensor *w, graft_tensor *b, double eps,
+                                    int64_t N, int64_t C, int64_t L) {
+    graft_device dev = graft_tensor_device(x);
+    int64_t NG = N * G;
+    graft_tensor *xc = NULL, *wc = NULL, *bc = NULL, *mt = NULL, *rt = NULL;
+    graft_status st;
+    if ((st = graft_tensor_contiguous(&xc, x)) || (st = graft_nn_contig_as(&wc, w, x->dtype)) ||
+        (st = graft_nn_contig_as(&bc, b, x->dtype)) || (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev)) ||
+        (st = graft_tensor_empty(&mt, 1, &NG, x->dtype, dev)) || (st = graft_tensor_empty(&rt, 1, &NG, x->dtype, dev)) ||
+        (st = graft_cuda_group_norm_forward(*y, mt, rt, xc, wc, bc, N, C, L, G, eps)))
+        goto done;
+    if (mean_out) { *mean_out = mt; mt = NULL; }
+    if (rstd_out) { *rstd_out = rt; rt = NULL; }
+done:
+    if (st) {
+        graft_tensor_release(*y);
+        *y = NULL;
+    }
+    graft_tensor_release(xc);
+    graft_tensor_release(wc);
+    graft_tensor_release(bc);
+    graft_tensor_release(mt);
+    graft_tensor_release(rt);
+    return st;
+}
+
+static graft_status gn_backward_cuda(graft_tensor **dx, graft_tensor **dw, graft_tensor **db, graft_tensor *g,
+                                     graft_tensor *x, int64_t G, graft_tensor *w, graft_tensor *mean_t,
+                                     graft_tensor *rstd_t, int64_t N, int64_t C, int64_t L) {
+    graft_device dev = graft_tensor_device(x);
+    graft_tensor *gc = NULL, *xc = NULL, *wc = NULL, *mc = NULL, *rc = NULL;
+    graft_status st;
+    if ((st = nm_same_device(x, g, "group_norm backward")) || (st = graft_nn_contig_as(&gc, g, x->dtype)) ||
+        (st = graft_tensor_contiguous(&xc, x)) || (st = graft_nn_contig_as(&wc, w, x->dtype)) ||
+        (st = graft_nn_contig_as(&mc, mean_t, x->dtype)) || (st = graft_nn_contig_as(&rc, rstd_t, x->dtype)))
+        goto done;
+    if (dx && (st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, dev))) goto done;
+    if (dw && (st = graft_tensor_empty(dw, 1, &C, x->dtype, dev))) goto done;
+    if (db && (st = graft_tensor_empty(db, 1, &C, x->dtype, dev))) goto done;
+    st = graft_cuda_group_norm_backward(dx ? *dx : NULL, dw ? *dw : NULL, db ? *db : NULL, gc, xc, wc, mc, rc, N, C, L,
+                                        G);
+done:
+    if (st) nm_drop3(dx, dw, db);
+    graft_tensor_release(gc);
+    graft_tensor_release(xc);
+    graft_tensor_release(wc);
+    graft_tensor_release(mc);
+    graft_tensor_release(rc);
+    return st;
 }
 
 graft_status graft_nn_group_norm_forward(graft_tensor **y, graft_tensor **mean_out, graft_tensor **rstd_out,
@@ -562,6 +747,7 @@ graft_status graft_nn_group_norm_forward(graft_tensor **y, graft_tensor **mean_o
     if (rstd_out) *rstd_out = NULL;
     graft_status st = gn_check(x, G, w, b, &N, &C, &L);
     if (st) return st;
+    if (nm_on_cuda(x)) return gn_forward_cuda(y, mean_out, rstd_out, x, G, w, b, eps, N, C, L);
     const nn_span_ops *ops = nm_ops(x);
     size_t esz = ops->esz;
     int64_t Cg = C / G, D = Cg * L, NG = N * G;
@@ -624,6 +810,7 @@ graft_status graft_nn_group_norm_backward(graft_tensor **dx, graft_tensor **dw, 
     if (dx) *dx = NULL;
     if (dw) *dw = NULL;
     if (db) *db = NULL;
+    if (nm_on_cuda(x)) return gn_backward_cuda(dx, dw, db, g, x, G, w, mean_t, rstd_t, N, C, L);
     double *sg = malloc(sizeof(double) * (size_t)(4 * N * C + 2 * C + 1));
     if (!sg) return graft_error(GRAFT_ENOMEM, "group_norm backward: out of memory");
     double *sgx = sg + N * C, *wv = sgx + N * C, *vw = wv + C, *vb = vw + C;
@@ -684,6 +871,7 @@ done:
 
 graft_status graft_nn_group_norm(graft_tensor **out, graft_tensor *x, int64_t num_groups, graft_tensor *weight,
                                  graft_tensor *bias, double eps) {
+    GRAFT_AUTOCAST_FP32(x, graft_nn_group_norm(out, x, num_groups, weight, bias, eps));
     if (GRAFT_AG_ACTIVE(x->autograd || GRAFT_AG_T(weight) || GRAFT_AG_T(bias)))
         return graft_ag_nn_group_norm(out, x, num_groups, weight, bias, eps);
     return graft_nn_group_norm_forward(out, NULL, NULL, x, num_groups, weight, bias, eps);

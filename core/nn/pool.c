@@ -2,13 +2,15 @@
  * with PyTorch's rules, runs one direct loop per H x W plane (planes in parallel) in
  * float32 or float64 (float16/bfloat16 through float32), and records for autograd.
  * Windows, divisors and NaN handling follow PyTorch 1.13's CPU kernels line by line
- * so values and indices match exactly.
+ * so values and indices match exactly. CUDA tensors take the same checks and geometry
+ * to core/cuda/pool.cu.
  */
 #include "nn/pool.h"
 
 #include <math.h>
 #include <string.h>
 
+#include "cuda/pool.h"
 #include "nn/spatial_record.h"
 #include "tensor/iter.h"
 
@@ -37,8 +39,6 @@ typedef struct {
 
 static graft_status pl_check_input(const graft_tensor *t, const char *op) {
     char a[SHAPE_BUF];
-    if (graft_tensor_device(t).type != GRAFT_CPU)
-        return graft_error(GRAFT_EDEVICE, "%s: only CPU tensors are supported in this build", op);
     if (!graft_dtype_is_float(t->dtype))
         return graft_error(GRAFT_ETYPE, "%s: expected a floating point input, got %s", op, graft_dtype_name(t->dtype));
     bool ok = t->ndim == 3 || t->ndim == 4;
@@ -509,9 +509,48 @@ static graft_status pl_ready(graft_tensor **out, graft_tensor *t, graft_dtype d)
     return graft_tensor_contiguous(out, t);
 }
 
+/* The device kernels' view of a geometry. */
+static graft_cuda_pool_geom pl_cuda_geom(const pl_geom *g) {
+    graft_cuda_pool_geom c = {g->planes, g->H, g->W, g->OH, g->OW, g->kh, g->kw, g->sh, g->sw,
+                              g->ph, g->pw, g->dh, g->dw, g->divisor, g->count_include_pad};
+    return c;
+}
+
+static graft_cuda_pool_kind pl_cuda_kind(pl_kind k) {
+    switch (k) {
+    case PL_MAX: return GRAFT_CUDA_POOL_MAX;
+    case PL_AVG: return GRAFT_CUDA_POOL_AVG;
+    case PL_ADAPTIVE_AVG: return GRAFT_CUDA_POOL_ADAPTIVE_AVG;
+    default: return GRAFT_CUDA_POOL_ADAPTIVE_MAX;
+    }
+}
+
+/* The CUDA forward: the input as it is (float16/bfloat16 are computed in float by the
+ * kernels), contiguous; outputs on its device. */
+static graft_status pl_forward_cuda(graft_tensor **out, graft_tensor **indices, graft_tensor *input, const pl_geom *g,
+                                    pl_kind kind) {
+    graft_device dev = graft_tensor_device(input);
+    graft_tensor *x = NULL, *y = NULL, *ix = NULL;
+    graft_cuda_pool_geom cg = pl_cuda_geom(g);
+    graft_status st;
+    if ((st = graft_tensor_contiguous(&x, input)) ||
+        (st = graft_tensor_empty(&y, g->out_ndim, g->out_shape, input->dtype, dev)) ||
+        (indices && (st = graft_tensor_empty(&ix, g->out_ndim, g->out_shape, GRAFT_I64, dev))) ||
+        (st = graft_cuda_pool_forward(y, ix, x, &cg, pl_cuda_kind(kind)))) {
+        graft_tensor_release(y);
+        graft_tensor_release(ix);
+        y = ix = NULL;
+    }
+    graft_tensor_release(x);
+    *out = y;
+    if (indices) *indices = ix;
+    return st;
+}
+
 /* Runs a forward loop: y (and ix) from input under geometry g. */
 static graft_status pl_forward(graft_tensor **out, graft_tensor **indices, graft_tensor *input, const pl_geom *g,
                                pl_kind kind) {
+    if (graft_tensor_device(input).type == GRAFT_CUDA) return pl_forward_cuda(out, indices, input, g, kind);
     graft_dtype cdt = pl_compute(input->dtype);
     graft_tensor *x = NULL, *y = NULL, *ix = NULL;
     graft_status st;
@@ -625,9 +664,21 @@ static graft_status pl_backward(graft_tensor **gin, graft_tensor *grad, graft_te
                            graft_shape_str(g->out_ndim, g->out_shape, a, sizeof a),
                            graft_shape_str(grad->ndim, grad->shape, b, sizeof b));
     graft_dtype cdt = pl_compute(grad->dtype);
+    graft_device dev = graft_tensor_device(grad);
     graft_tensor *gy = NULL, *ix = NULL, *gx = NULL;
     graft_status st;
-    if ((st = pl_ready(&gy, grad, cdt)) || (st = graft_tensor_empty(&gx, in_ndim, in_shape, cdt, graft_cpu))) goto done;
+    if (indices && !graft_device_eq(dev, graft_tensor_device(indices))) {
+        char da[16], db[16];
+        return graft_error(GRAFT_EDEVICE, "%s backward: expected all tensors to be on the same device, but found %s and %s",
+                           op, graft_device_str(dev, da), graft_device_str(graft_tensor_device(indices), db));
+    }
+    if ((st = pl_ready(&gy, grad, cdt)) || (st = graft_tensor_empty(&gx, in_ndim, in_shape, cdt, dev))) goto done;
+    if (dev.type == GRAFT_CUDA) {
+        graft_cuda_pool_geom cg = pl_cuda_geom(g);
+        if (!indices || !(st = graft_tensor_contiguous(&ix, indices)))
+            st = graft_cuda_pool_backward(gx, gy, ix, &cg, pl_cuda_kind(kind));
+        goto done;
+    }
     void *gyd = graft_tensor_data(gy), *gxd = graft_tensor_data(gx);
     bool f = cdt == GRAFT_F32;
     switch (kind) {

@@ -2,7 +2,8 @@
  * computed once per output row and column (index and weight tables, in the precision
  * PyTorch 1.13 uses: float for nearest, the input's float type for linear modes); the
  * loops then run over H x W planes in parallel. Non-constant padding maps each output
- * coordinate to an input coordinate (reflect, replicate, circular) the same way.
+ * coordinate to an input coordinate (reflect, replicate, circular) the same way. CUDA
+ * tensors run core/cuda/resize.cu with tables built here by the same code.
  */
 #include "nn/resize.h"
 
@@ -10,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cuda/resize.h"
 #include "nn/spatial_record.h"
 #include "ops/view.h"
 #include "tensor/iter.h"
@@ -52,6 +54,23 @@ static graft_status rz_back_to(graft_tensor **t, graft_dtype d) {
     *t = st ? NULL : c;
     return st;
 }
+
+/* +1: a copy on dev of the host array v of n elements of dtype d. */
+static graft_status rz_upload(graft_tensor **out, const void *v, int64_t n, graft_dtype d, graft_device dev) {
+    graft_tensor *h = NULL;
+    *out = NULL;
+    graft_status st = graft_tensor_empty(&h, 1, &n, d, graft_cpu);
+    if (st) return st;
+    memcpy(graft_tensor_data(h), v, (size_t)n * graft_dtype_size(d));
+    if (!(st = graft_tensor_empty(out, 1, &n, d, dev)) && (st = graft_tensor_copy_(*out, h))) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
+    graft_tensor_release(h);
+    return st;
+}
+
+static bool rz_on_cuda(const graft_tensor *t) { return graft_tensor_device(t).type == GRAFT_CUDA; }
 
 /* ================= interpolate ================= */
 
@@ -230,6 +249,84 @@ static bool ip_par(const ip_geom *g) { return g->planes > 1 && graft_should_para
 IP_LOOPS(f32, float)
 IP_LOOPS(f64, double)
 
+/* The device tables of an interpolation (see core/cuda/resize.h), each +1: *idx the
+ * sources, *lam the linear weights (cdt), *rng (when asked) the outputs reading each
+ * input row and column. Built by the CPU's table code, so the device reads the same
+ * sources with the same weights. */
+static graft_status ip_tables_cuda(graft_tensor **idx, graft_tensor **lam, graft_tensor **rng, const ip_geom *g,
+                                   const graft_interp_opts *o, graft_dtype cdt, graft_device dev) {
+    bool linear = o->mode != GRAFT_INTERP_NEAREST;
+    int64_t nout = linear ? 2 * (g->OH + g->OW) : g->OH + g->OW, nin = 2 * (g->H + g->W);
+    int64_t *ix = malloc(sizeof(int64_t) * (size_t)(nout + nin));
+    void *lw = malloc(sizeof(double) * (size_t)nout);
+    graft_status st = GRAFT_OK;
+    *idx = *lam = NULL;
+    if (rng) *rng = NULL;
+    if (!ix || !lw) {
+        st = graft_error(GRAFT_ENOMEM, "interpolate: out of memory");
+        goto done;
+    }
+    /* i0 and i1 per output row, then per output column (nearest: i0 = i1) */
+    int64_t *i0h, *i1h, *i0w, *i1w;
+    if (linear) {
+        i0h = ix;
+        i1h = ix + g->OH;
+        i0w = ix + 2 * g->OH;
+        i1w = i0w + g->OW;
+        if (cdt == GRAFT_F64) {
+            double *l = lw;
+            ip_linear_table_f64(i0h, i1h, l, l + g->OH, g->H, g->OH, o->align_corners, g->sh);
+            ip_linear_table_f64(i0w, i1w, l + 2 * g->OH, l + 2 * g->OH + g->OW, g->W, g->OW, o->align_corners, g->sw);
+        } else {
+            float *l = lw;
+            ip_linear_table_f32(i0h, i1h, l, l + g->OH, g->H, g->OH, o->align_corners, g->sh);
+            ip_linear_table_f32(i0w, i1w, l + 2 * g->OH, l + 2 * g->OH + g->OW, g->W, g->OW, o->align_corners, g->sw);
+        }
+    } else {
+        i0h = i1h = ix;
+        i0w = i1w = ix + g->OH;
+        ip_nearest_table(i0h, g->H, g->OH, g->sh);
+        ip_nearest_table(i0w, g->W, g->OW, g->sw);
+    }
+    if ((st = rz_upload(idx, ix, nout, GRAFT_I64, dev))) goto done;
+    if (linear && (st = rz_upload(lam, lw, nout, cdt, dev))) goto done;
+    if (rng) {
+        /* input i is read by the outputs o with i0[o] <= i <= i1[o]: a contiguous run */
+        int64_t *r = ix + nout;
+        int64_t ins[2] = {g->H, g->W}, outs[2] = {g->OH, g->OW};
+        int64_t *a0[2] = {i0h, i0w}, *a1[2] = {i1h, i1w};
+        for (int k = 0; k < 2; k++) {
+            int64_t *lo = r, *hi = r + ins[k];
+            for (int64_t i = 0; i < ins[k]; i++) {
+                lo[i] = outs[k];
+                hi[i] = 0;
+            }
+            for (int64_t q = 0; q < outs[k]; q++)
+                for (int64_t i = a0[k][q]; i <= a1[k][q]; i++) {
+                    if (q < lo[i]) lo[i] = q;
+                    if (q + 1 > hi[i]) hi[i] = q + 1;
+                }
+            r += 2 * ins[k];
+        }
+        st = rz_upload(rng, ix + nout, nin, GRAFT_I64, dev);
+    }
+done:
+    if (st) {
+        graft_tensor_release(*idx);
+        graft_tensor_release(*lam);
+        *idx = *lam = NULL;
+    }
+    free(ix);
+    free(lw);
+    return st;
+}
+
+/* The device geometry of an interpolation. */
+static graft_cuda_interp_geom ip_cuda_geom(const ip_geom *g) {
+    graft_cuda_interp_geom c = {g->planes, g->H, g->W, g->OH, g->OW};
+    return c;
+}
+
 /* Runs the interpolation loops from src (contiguous, compute dtype) into dst. */
 static graft_status ip_run(const ip_geom *g, const graft_interp_opts *o, graft_tensor *src, graft_tensor *dst,
                            bool backward) {
@@ -251,8 +348,6 @@ static graft_status ip_run(const ip_geom *g, const graft_interp_opts *o, graft_t
 graft_status graft_nn_interpolate(graft_tensor **out, graft_tensor *input, const graft_interp_opts *o) {
     if (GRAFT_AG_ACTIVE(input->autograd)) return graft_ag_interpolate(out, input, o);
     *out = NULL;
-    if (graft_tensor_device(input).type != GRAFT_CPU)
-        return graft_error(GRAFT_EDEVICE, "interpolate: only CPU tensors are supported in this build");
     if (!graft_dtype_is_float(input->dtype))
         return graft_error(GRAFT_ETYPE, "interpolate: expected a floating point input, got %s",
                            graft_dtype_name(input->dtype));
@@ -260,6 +355,24 @@ graft_status graft_nn_interpolate(graft_tensor **out, graft_tensor *input, const
     graft_status st = ip_geom_make(&g, input->ndim, input->shape, o);
     if (st) return st;
     graft_dtype cdt = rz_compute(input->dtype);
+    if (rz_on_cuda(input)) {
+        /* float16/bfloat16 are read and written as they are, computed in float */
+        graft_device dev = graft_tensor_device(input);
+        graft_tensor *x = NULL, *y = NULL, *idx = NULL, *lam = NULL;
+        graft_cuda_interp_geom cg = ip_cuda_geom(&g);
+        if ((st = graft_tensor_contiguous(&x, input)) ||
+            (st = graft_tensor_empty(&y, g.out_ndim, g.out_shape, input->dtype, dev)) ||
+            (st = ip_tables_cuda(&idx, &lam, NULL, &g, o, cdt, dev)) ||
+            (st = graft_cuda_interp_forward(y, x, &cg, o->mode != GRAFT_INTERP_NEAREST, idx, lam))) {
+            graft_tensor_release(y);
+            y = NULL;
+        }
+        graft_tensor_release(x);
+        graft_tensor_release(idx);
+        graft_tensor_release(lam);
+        *out = y;
+        return st;
+    }
     graft_tensor *x = NULL, *y = NULL;
     if ((st = rz_ready(&x, input, cdt)) || (st = graft_tensor_empty(&y, g.out_ndim, g.out_shape, cdt, graft_cpu)) ||
         (st = ip_run(&g, o, x, y, false)) || (st = rz_back_to(&y, input->dtype))) {
@@ -286,14 +399,26 @@ graft_status graft_nn_interpolate_backward(graft_tensor **gin, graft_tensor *gra
                            graft_shape_str(g.out_ndim, g.out_shape, a, sizeof a),
                            graft_shape_str(grad->ndim, grad->shape, b, sizeof b));
     graft_dtype cdt = rz_compute(grad->dtype);
+    graft_device dev = graft_tensor_device(grad);
     graft_tensor *gy = NULL, *gx = NULL;
-    if ((st = rz_ready(&gy, grad, cdt)) || (st = graft_tensor_empty(&gx, in_ndim, in_shape, cdt, graft_cpu)) ||
-        (st = ip_run(&g, o, gy, gx, true))) {
-        graft_tensor_release(gy);
+    if (!(st = rz_ready(&gy, grad, cdt)) && !(st = graft_tensor_empty(&gx, in_ndim, in_shape, cdt, dev))) {
+        if (rz_on_cuda(grad)) {
+            graft_tensor *idx = NULL, *lam = NULL, *rng = NULL;
+            graft_cuda_interp_geom cg = ip_cuda_geom(&g);
+            if (!(st = ip_tables_cuda(&idx, &lam, &rng, &g, o, cdt, dev)))
+                st = graft_cuda_interp_backward(gx, gy, &cg, o->mode != GRAFT_INTERP_NEAREST, idx, lam, rng);
+            graft_tensor_release(idx);
+            graft_tensor_release(lam);
+            graft_tensor_release(rng);
+        } else {
+            st = ip_run(&g, o, gy, gx, true);
+        }
+    }
+    graft_tensor_release(gy);
+    if (st) {
         graft_tensor_release(gx);
         return st;
     }
-    graft_tensor_release(gy);
     *gin = gx;
     return GRAFT_OK;
 }
@@ -435,6 +560,47 @@ static graft_status pd_geom_make(pd_geom *g, int ndim, const int64_t *shape, con
     return GRAFT_OK;
 }
 
+/* The device geometry of a non-constant padding (pd_geom without the maps). */
+static graft_cuda_pad_geom pd_cuda_geom(int ndim, const int64_t *shape, const int64_t *oshape, const int64_t *pad,
+                                        int npad, graft_pad_mode mode) {
+    int k = npad / 2;
+    graft_cuda_pad_geom c;
+    memset(&c, 0, sizeof c);
+    c.planes = 1;
+    for (int d = 0; d < ndim - k; d++) c.planes *= shape[d];
+    for (int j = 0; j < 3; j++) {
+        int i = 2 - j;
+        c.in[j] = i < k ? shape[ndim - 1 - i] : 1;
+        c.out[j] = i < k ? oshape[ndim - 1 - i] : 1;
+        c.lo[j] = i < k ? pad[2 * i] : 0;
+    }
+    c.mode = (int)mode;
+    return c;
+}
+
+/* +1: the inverse maps of g on dev, per dim j at base[j]: in + 1 offsets, then the
+ * outputs whose source is each input, ascending (see core/cuda/resize.h). */
+static graft_status pd_inverse_cuda(graft_tensor **out, int64_t base[3], const pd_geom *g, graft_device dev) {
+    int64_t total = 0;
+    for (int j = 0; j < 3; j++) {
+        base[j] = total;
+        total += g->in[j] + 1 + g->out[j];
+    }
+    int64_t *v = calloc((size_t)total, sizeof(int64_t));
+    if (!v) return graft_error(GRAFT_ENOMEM, "pad backward: out of memory");
+    for (int j = 0; j < 3; j++) {
+        int64_t *off = v + base[j], *list = off + g->in[j] + 1, n = g->in[j];
+        for (int64_t o = 0; o < g->out[j]; o++) off[g->map[j][o] + 1]++;
+        for (int64_t i = 0; i < n; i++) off[i + 1] += off[i];
+        for (int64_t o = 0; o < g->out[j]; o++) list[off[g->map[j][o]]++] = o;
+        for (int64_t i = n; i > 0; i--) off[i] = off[i - 1]; /* the fill advanced each start: shift back */
+        off[0] = 0;
+    }
+    graft_status st = rz_upload(out, v, total, GRAFT_I64, dev);
+    free(v);
+    return st;
+}
+
 #define PD_GATHER(SUF, T)                                                                           \
     static void pd_gather_##SUF(const pd_geom *g, const T *x, T *y) {                               \
         int64_t rows = g->planes * g->out[0] * g->out[1], OW = g->out[2];                           \
@@ -481,18 +647,20 @@ graft_status graft_nn_pad(graft_tensor **out, graft_tensor *input, const int64_t
                           double value) {
     if (GRAFT_AG_ACTIVE(input->autograd)) return graft_ag_pad(out, input, pad, npad, mode, value);
     *out = NULL;
-    if (graft_tensor_device(input).type != GRAFT_CPU)
-        return graft_error(GRAFT_EDEVICE, "pad: only CPU tensors are supported in this build");
     if (mode != GRAFT_PAD_CONSTANT && value != 0)
         return graft_error(GRAFT_EINVAL, "pad: mode \"%s\" takes no value", graft_pad_mode_name(mode));
     int64_t oshape[GRAFT_MAX_DIMS];
     graft_status st = pd_shape(oshape, input->ndim, input->shape, pad, npad, mode);
     if (st) return st;
     graft_tensor *y = NULL, *x = NULL, *vi = NULL, *vo = NULL;
-    if ((st = graft_tensor_empty(&y, input->ndim, oshape, input->dtype, graft_cpu))) return st;
+    if ((st = graft_tensor_empty(&y, input->ndim, oshape, input->dtype, graft_tensor_device(input)))) return st;
     if (mode == GRAFT_PAD_CONSTANT) {
+        /* a fill and a copy: both run on the tensors' device */
         if (!(st = graft_tensor_fill_(y, value)) && !(st = pd_overlap(&vi, &vo, input, y, pad, npad)) && vi)
             st = graft_tensor_copy_(vo, vi);
+    } else if (graft_tensor_numel(y) > 0 && rz_on_cuda(input)) {
+        graft_cuda_pad_geom cg = pd_cuda_geom(input->ndim, input->shape, oshape, pad, npad, mode);
+        if (!(st = graft_tensor_contiguous(&x, input))) st = graft_cuda_pad_forward(y, x, &cg);
     } else if (graft_tensor_numel(y) > 0) {
         pd_geom g;
         if (!(st = graft_tensor_contiguous(&x, input)) &&
@@ -529,18 +697,29 @@ graft_status graft_nn_pad_backward(graft_tensor **gin, graft_tensor *grad, int i
         return graft_error(GRAFT_ESHAPE, "pad backward: expected a gradient of shape %s, got %s",
                            graft_shape_str(in_ndim, oshape, a, sizeof a), graft_shape_str(grad->ndim, grad->shape, b, sizeof b));
     graft_tensor *gx = NULL, *gy = NULL, *vi = NULL, *vo = NULL;
+    graft_device dev = graft_tensor_device(grad);
     if (mode == GRAFT_PAD_CONSTANT) {
         /* the gradient is the output gradient's part over the input, zero elsewhere */
-        if (!(st = graft_tensor_empty(&gx, in_ndim, in_shape, grad->dtype, graft_cpu)) &&
+        if (!(st = graft_tensor_empty(&gx, in_ndim, in_shape, grad->dtype, dev)) &&
             !(st = graft_tensor_fill_(gx, 0)) && !(st = pd_overlap(&vi, &vo, gx, grad, pad, npad)) && vi)
             st = graft_tensor_copy_(vi, vo);
     } else {
         graft_dtype cdt = rz_compute(grad->dtype);
         pd_geom g;
-        if (!(st = rz_ready(&gy, grad, cdt)) && !(st = graft_tensor_empty(&gx, in_ndim, in_shape, cdt, graft_cpu)) &&
+        if (!(st = rz_ready(&gy, grad, cdt)) && !(st = graft_tensor_empty(&gx, in_ndim, in_shape, cdt, dev)) &&
             graft_tensor_numel(gx) > 0 && !(st = pd_geom_make(&g, in_ndim, in_shape, oshape, pad, npad, mode))) {
-            if (cdt == GRAFT_F32) pd_scatter_f32(&g, graft_tensor_data(gy), graft_tensor_data(gx));
-            else pd_scatter_f64(&g, graft_tensor_data(gy), graft_tensor_data(gx));
+            if (dev.type == GRAFT_CUDA) {
+                /* gather through the inverse maps: deterministic, in the CPU's order */
+                graft_cuda_pad_geom cg = pd_cuda_geom(in_ndim, in_shape, oshape, pad, npad, mode);
+                graft_tensor *inv = NULL;
+                int64_t base[3];
+                if (!(st = pd_inverse_cuda(&inv, base, &g, dev))) st = graft_cuda_pad_backward(gx, gy, &cg, inv, base);
+                graft_tensor_release(inv);
+            } else if (cdt == GRAFT_F32) {
+                pd_scatter_f32(&g, graft_tensor_data(gy), graft_tensor_data(gx));
+            } else {
+                pd_scatter_f64(&g, graft_tensor_data(gy), graft_tensor_data(gx));
+            }
             free(g.map[0]);
         }
     }

@@ -2,7 +2,8 @@
  * the result and compute dtypes (PyTorch 1.13's result_type), casts inputs that need
  * it, allocates the output and runs a CPU loop from core/cpu/elementwise_*.c: directly
  * for small contiguous operands (the per-call cost matters for tiny tensors), through
- * graft_iter (broadcasting, strides, threads) otherwise. */
+ * graft_iter (broadcasting, strides, threads) otherwise. On CUDA the same plan runs the
+ * kernels of core/cuda/elementwise.cu; 0-dim CPU tensors join CUDA ones as scalars. */
 #include "ops/elementwise.h"
 
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include "autograd/record.h"
 #include "cpu/elementwise_kernels.h"
+#include "cuda/elementwise.h"
 #include "tensor/iter.h"
 
 #define EW_NAME(E, name) name,
@@ -162,24 +164,67 @@ static graft_status ew_run(graft_tensor *const *ops, int nops, graft_loop_fn fn,
     return GRAFT_OK;
 }
 
-static graft_status ew_check_devices(const char *name, graft_tensor *const *ts, int n, graft_device *dev) {
-    int first = -1;
+/* A 0-dim CPU tensor: PyTorch lets it join tensors of another device, as a scalar. */
+static bool ew_cpu_scalar(const graft_tensor *t) {
+    return t->ndim == 0 && graft_tensor_device(t).type == GRAFT_CPU;
+}
+
+/* The device an op runs on: the one device of its tensors, 0-dim CPU tensors aside
+ * (those may join CUDA tensors); the first nfixed tensors (written ones) always count.
+ * All-CPU-scalar operands run on the CPU. */
+static graft_status ew_check_devices(const char *name, graft_tensor *const *ts, int n, int nfixed, graft_device *dev) {
+    int first = -1, any = -1;
     for (int i = 0; i < n; i++) {
         if (!ts[i]) continue;
+        any = i;
+        if (i >= nfixed && ew_cpu_scalar(ts[i])) continue;
         if (first < 0) {
             first = i;
             *dev = graft_tensor_device(ts[i]);
         } else if (!graft_device_eq(*dev, graft_tensor_device(ts[i]))) {
             char b1[16], b2[16];
-            return graft_error(GRAFT_EDEVICE, "%s: tensors are on different devices (%s and %s)", name,
-                               graft_device_str(*dev, b1), graft_device_str(graft_tensor_device(ts[i]), b2));
+            return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s",
+                               name, graft_device_str(*dev, b1), graft_device_str(graft_tensor_device(ts[i]), b2));
         }
     }
-    if (first < 0) return graft_error(GRAFT_EINVAL, "%s: expected at least one tensor", name);
-    if (dev->type != GRAFT_CPU) {
-        char b[16];
-        return graft_error(GRAFT_EDEVICE, "%s: not supported on %s in this build", name, graft_device_str(*dev, b));
+    if (any < 0) return graft_error(GRAFT_EINVAL, "%s: expected at least one tensor", name);
+    if (first < 0) *dev = graft_cpu;
+    return GRAFT_OK;
+}
+
+/* ---- the CUDA side ---- */
+
+/* The value of a 0-dim CPU tensor as a scalar of its category. */
+static graft_scalar ew_scalar_of(const graft_tensor *t) {
+    const void *p = graft_tensor_data(t);
+    if (graft_dtype_is_float(t->dtype)) return graft_scalar_float(graft_load_f64(p, t->dtype));
+    if (t->dtype == GRAFT_BOOL) return graft_scalar_bool(graft_load_i64(p, t->dtype) != 0);
+    return graft_scalar_int(graft_load_i64(p, t->dtype));
+}
+
+/* An operand for a CUDA launcher: a device tensor in the compute dtype cd (*owned when
+ * converted), or a scalar (a number or a 0-dim CPU tensor) rounded to cd as the CPU
+ * rounds it (stored in cd, read back). */
+static graft_status ew_cuda_operand(graft_cuda_operand *o, graft_tensor **owned, const graft_operand *op,
+                                    graft_dtype cd) {
+    *owned = NULL;
+    o->t = NULL;
+    o->f = 0;
+    o->i = 0;
+    if (op->t && !ew_cpu_scalar(op->t)) {
+        if (op->t->dtype == cd) {
+            o->t = op->t;
+            return GRAFT_OK;
+        }
+        graft_status st = graft_tensor_to_dtype(owned, op->t, cd);
+        o->t = *owned;
+        return st;
     }
+    graft_scalar s = op->t ? ew_scalar_of(op->t) : op->s;
+    uint64_t buf = 0;
+    ew_scalar_store(&buf, cd, &s);
+    if (graft_dtype_is_float(cd)) o->f = graft_load_f64(&buf, cd);
+    else o->i = graft_load_i64(&buf, cd);
     return GRAFT_OK;
 }
 
@@ -242,9 +287,9 @@ typedef struct {
 
 /* Decides dtypes and the loop, and rejects what PyTorch rejects. */
 static graft_status ew_binary_plan(ew_plan *p, graft_binary_op op, const graft_operand *a, const graft_operand *b,
-                                   const graft_scalar *alpha, const char *name) {
+                                   const graft_scalar *alpha, const char *name, int nfixed) {
     graft_tensor *ts[2] = {a->t, b->t};
-    graft_status st = ew_check_devices(name, ts, 2, &p->dev);
+    graft_status st = ew_check_devices(name, ts, 2, nfixed, &p->dev);
     if (st) return st;
     graft_operand ops[2] = {*a, *b};
     graft_dtype rt = graft_result_type(2, ops);
@@ -292,6 +337,30 @@ static graft_status ew_binary_plan(ew_plan *p, graft_binary_op op, const graft_o
 
 static graft_status ew_zero_div(const char *name) {
     return graft_error(GRAFT_EINVAL, "%s: ZeroDivisionError (integer division by zero)", name);
+}
+
+/* out <- a op b on CUDA (out: the fresh result, or self with a = self). Integer
+ * divisions by a scalar zero fail before the launch; by a tensor holding a zero, after
+ * it (the kernel raises a flag, which costs a wait for the device). */
+static graft_status ew_cuda_binary(graft_tensor *out, graft_binary_op op, const graft_operand *a,
+                                   const graft_operand *b, const ew_plan *p, const char *name) {
+    graft_cuda_operand ca, cb;
+    graft_tensor *oa = NULL, *ob = NULL;
+    int zd = 0;
+    bool intdiv = !graft_dtype_is_float(p->cd) && (op == GRAFT_EW_DIV_TRUNC || op == GRAFT_EW_FLOOR_DIVIDE ||
+                                                   op == GRAFT_EW_REMAINDER || op == GRAFT_EW_FMOD);
+    graft_status st;
+    if ((st = ew_cuda_operand(&ca, &oa, a, p->cd)) || (st = ew_cuda_operand(&cb, &ob, b, p->cd))) goto done;
+    if (intdiv && !cb.t && cb.i == 0) {
+        if (graft_tensor_numel(out) > 0) st = ew_zero_div(name);
+        goto done;
+    }
+    st = graft_cuda_binary(out, (int)op, p->cd, &ca, &cb, p->ctx.alpha_f, p->ctx.alpha_i, intdiv ? &zd : NULL);
+    if (!st && zd) st = ew_zero_div(name);
+done:
+    graft_tensor_release(oa);
+    graft_tensor_release(ob);
+    return st;
 }
 
 /* Broadcast shape of two operands (scalars are 0-dim). */
@@ -382,7 +451,7 @@ graft_status graft_binary(graft_tensor **out, graft_binary_op op, graft_operand 
         return GRAFT_OK;
     }
     ew_plan p;
-    graft_status st = ew_binary_plan(&p, op, &a, &b, alpha, name);
+    graft_status st = ew_binary_plan(&p, op, &a, &b, alpha, name, 0);
     if (st) return st;
     int ndim;
     int64_t shape[GRAFT_MAX_DIMS];
@@ -391,6 +460,12 @@ graft_status graft_binary(graft_tensor **out, graft_binary_op op, graft_operand 
     ew_input ia, ib;
     ib.owned = NULL;
     graft_tensor *res = NULL;
+    if (p.dev.type == GRAFT_CUDA) {
+        if ((st = graft_tensor_empty(&res, ndim, shape, p.od, p.dev))) return st;
+        if ((st = ew_cuda_binary(res, op, &a, &b, &p, name))) graft_tensor_release(res);
+        else *out = res;
+        return st;
+    }
     if ((st = ew_input_prepare(&ia, &a, p.cd, p.dev)) || (st = ew_input_prepare(&ib, &b, p.cd, p.dev)) ||
         (st = graft_tensor_empty(&res, ndim, shape, p.od, p.dev)))
         goto done;
@@ -420,7 +495,7 @@ graft_status graft_binary_(graft_tensor *self, graft_binary_op op, graft_operand
         return f.ctx.zero_div ? ew_zero_div(name) : GRAFT_OK;
     }
     ew_plan p;
-    graft_status st = ew_binary_plan(&p, op, &a, &b, alpha, name);
+    graft_status st = ew_binary_plan(&p, op, &a, &b, alpha, name, 1);
     if (st) return st;
     if ((st = ew_check_cast(p.od, self, name))) return st;
     int ndim;
@@ -432,7 +507,10 @@ graft_status graft_binary_(graft_tensor *self, graft_binary_op op, graft_operand
     ew_input ib;
     ib.owned = NULL;
     if ((st = ew_unalias(&b, self, &copy))) goto done;
-    if (p.cd == self->dtype && p.od == self->dtype) {
+    if (p.cd == self->dtype && p.od == self->dtype && p.dev.type == GRAFT_CUDA) {
+        st = ew_cuda_binary(self, op, &a, &b, &p, name);
+        graft_tensor_bump(self);
+    } else if (p.cd == self->dtype && p.od == self->dtype) {
         /* the common case: compute straight into self */
         if ((st = ew_input_prepare(&ib, &b, p.cd, p.dev))) goto done;
         graft_tensor *ops[3] = {self, self, ib.t};
@@ -469,7 +547,7 @@ static bool ew_unary_is_pred(graft_unary_op op) {
 }
 
 static graft_status ew_unary_plan(ew_plan *p, graft_unary_op op, graft_tensor *a, const char *name) {
-    graft_status st = ew_check_devices(name, &a, 1, &p->dev);
+    graft_status st = ew_check_devices(name, &a, 1, 1, &p->dev);
     if (st) return st;
     graft_dtype d = a->dtype;
     if (op == GRAFT_EW_NEG && d == GRAFT_BOOL)
@@ -499,6 +577,10 @@ graft_status graft_unary(graft_tensor **out, graft_unary_op op, graft_tensor *a)
     graft_tensor *res = NULL;
     if ((st = ew_input_prepare(&ia, &oa, p.cd, p.dev))) return st;
     if ((st = graft_tensor_empty(&res, a->ndim, a->shape, p.od, p.dev))) goto done;
+    if (p.dev.type == GRAFT_CUDA) {
+        st = graft_cuda_unary(res, (int)op, ia.t);
+        goto done;
+    }
     graft_tensor *ops[2] = {res, ia.t};
     st = ew_run(ops, 2, p.fn, &p.ctx);
 done:
@@ -518,7 +600,7 @@ graft_status graft_unary_(graft_tensor *self, graft_unary_op op) {
     if ((st = ew_check_cast(p.od, self, name)) || (st = ew_check_writable(self, name))) return st;
     if (p.cd == self->dtype && p.od == self->dtype) {
         graft_tensor *ops[2] = {self, self};
-        st = ew_run(ops, 2, p.fn, &p.ctx);
+        st = p.dev.type == GRAFT_CUDA ? graft_cuda_unary(self, (int)op, self) : ew_run(ops, 2, p.fn, &p.ctx);
         graft_tensor_bump(self);
         return st;
     }
@@ -532,10 +614,10 @@ graft_status graft_unary_(graft_tensor *self, graft_unary_op op) {
 /* ---- clamp ---- */
 
 static graft_status ew_clamp_plan(graft_dtype *rt, graft_device *dev, graft_tensor *a, const graft_operand *lo,
-                                  const graft_operand *hi, const char *name) {
+                                  const graft_operand *hi, const char *name, int nfixed) {
     if (!lo && !hi) return graft_error(GRAFT_EINVAL, "%s: at least one of min or max must be given", name);
     graft_tensor *ts[3] = {a, lo ? lo->t : NULL, hi ? hi->t : NULL};
-    graft_status st = ew_check_devices(name, ts, 3, dev);
+    graft_status st = ew_check_devices(name, ts, 3, nfixed, dev);
     if (st) return st;
     graft_operand ops[3];
     int n = 0;
@@ -545,6 +627,15 @@ static graft_status ew_clamp_plan(graft_dtype *rt, graft_device *dev, graft_tens
     *rt = graft_result_type(n, ops);
     if (*rt == GRAFT_BOOL) return graft_error(GRAFT_ETYPE, "%s: not supported for bool", name);
     return GRAFT_OK;
+}
+
+/* Scalar bounds on CUDA: a already holds out's dtype. */
+static graft_status ew_cuda_clamp(graft_tensor *out, graft_tensor *a, const graft_operand *lo, const graft_operand *hi) {
+    graft_cuda_operand cl, ch;
+    graft_tensor *unused = NULL;
+    if (lo) ew_cuda_operand(&cl, &unused, lo, out->dtype);
+    if (hi) ew_cuda_operand(&ch, &unused, hi, out->dtype);
+    return graft_cuda_clamp(out, a, lo ? &cl : NULL, hi ? &ch : NULL);
 }
 
 /* Tensor bounds: cast a to the result type, then maximum and minimum (both propagate
@@ -576,7 +667,7 @@ graft_status graft_clamp(graft_tensor **out, graft_tensor *a, const graft_operan
     *out = NULL;
     graft_dtype rt;
     graft_device dev;
-    graft_status st = ew_clamp_plan(&rt, &dev, a, lo, hi, "clamp");
+    graft_status st = ew_clamp_plan(&rt, &dev, a, lo, hi, "clamp", 0);
     if (st) return st;
     if ((lo && lo->t) || (hi && hi->t)) return ew_clamp_tensors(out, a, lo, hi, rt);
     uint64_t lobuf = 0, hibuf = 0;
@@ -589,6 +680,10 @@ graft_status graft_clamp(graft_tensor **out, graft_tensor *a, const graft_operan
     graft_tensor *res = NULL;
     if ((st = ew_input_prepare(&ia, &oa, rt, dev))) return st;
     if ((st = graft_tensor_empty(&res, a->ndim, a->shape, rt, dev))) goto done;
+    if (dev.type == GRAFT_CUDA) {
+        st = ew_cuda_clamp(res, ia.t, lo, hi);
+        goto done;
+    }
     graft_tensor *ops[2] = {res, ia.t};
     st = ew_run(ops, 2, graft_cpu_clamp_loops[rt], &ctx);
 done:
@@ -603,7 +698,7 @@ graft_status graft_clamp_(graft_tensor *self, const graft_operand *lo, const gra
         return graft_ag_clamp_(self, lo, hi);
     graft_dtype rt;
     graft_device dev;
-    graft_status st = ew_clamp_plan(&rt, &dev, self, lo, hi, "clamp_");
+    graft_status st = ew_clamp_plan(&rt, &dev, self, lo, hi, "clamp_", 1);
     if (st) return st;
     if ((st = ew_check_cast(rt, self, "clamp_")) || (st = ew_check_writable(self, "clamp_"))) return st;
     if (rt == self->dtype && !(lo && lo->t) && !(hi && hi->t)) {
@@ -613,7 +708,7 @@ graft_status graft_clamp_(graft_tensor *self, const graft_operand *lo, const gra
         if (lo) { ew_scalar_store(&lobuf, rt, &lo->s); ctx.lo = &lobuf; }
         if (hi) { ew_scalar_store(&hibuf, rt, &hi->s); ctx.hi = &hibuf; }
         graft_tensor *ops[2] = {self, self};
-        st = ew_run(ops, 2, graft_cpu_clamp_loops[rt], &ctx);
+        st = dev.type == GRAFT_CUDA ? ew_cuda_clamp(self, self, lo, hi) : ew_run(ops, 2, graft_cpu_clamp_loops[rt], &ctx);
         graft_tensor_bump(self);
         return st;
     }
@@ -627,12 +722,33 @@ graft_status graft_clamp_(graft_tensor *self, const graft_operand *lo, const gra
 
 /* ---- where ---- */
 
+/* where on CUDA: cond a device tensor or a 0-dim CPU one (a scalar), like a and b. */
+static graft_status ew_cuda_where(graft_tensor **out, graft_tensor *cond, const graft_operand *a,
+                                  const graft_operand *b, graft_dtype rt, int ndim, const int64_t *shape,
+                                  graft_device dev) {
+    graft_cuda_operand cc = {NULL, 0, 0}, ca, cb;
+    graft_tensor *oa = NULL, *ob = NULL, *res = NULL;
+    graft_status st;
+    if (ew_cpu_scalar(cond)) cc.i = graft_load_i64(graft_tensor_data(cond), cond->dtype) != 0;
+    else cc.t = cond;
+    if ((st = ew_cuda_operand(&ca, &oa, a, rt)) || (st = ew_cuda_operand(&cb, &ob, b, rt)) ||
+        (st = graft_tensor_empty(&res, ndim, shape, rt, dev)))
+        goto done;
+    st = graft_cuda_where(res, &cc, &ca, &cb);
+done:
+    graft_tensor_release(oa);
+    graft_tensor_release(ob);
+    if (st) graft_tensor_release(res);
+    else *out = res;
+    return st;
+}
+
 graft_status graft_where(graft_tensor **out, graft_tensor *cond, graft_operand a, graft_operand b) {
     if (GRAFT_AG_ACTIVE(GRAFT_AG_T(a.t) || GRAFT_AG_T(b.t))) return graft_ag_where(out, cond, a, b);
     *out = NULL;
     graft_device dev;
     graft_tensor *ts[3] = {cond, a.t, b.t};
-    graft_status st = ew_check_devices("where", ts, 3, &dev);
+    graft_status st = ew_check_devices("where", ts, 3, 0, &dev);
     if (st) return st;
     if (cond->dtype != GRAFT_BOOL && cond->dtype != GRAFT_U8)
         return graft_error(GRAFT_ETYPE, "where: expected condition to be a boolean tensor, but got a tensor with dtype %s",
@@ -649,6 +765,7 @@ graft_status graft_where(graft_tensor **out, graft_tensor *cond, graft_operand a
     graft_ew_ctx ctx;
     memset(&ctx, 0, sizeof ctx);
     ctx.esz = graft_dtype_size(rt);
+    if (dev.type == GRAFT_CUDA) return ew_cuda_where(out, cond, &a, &b, rt, ndim, shape, dev);
     if ((st = ew_input_prepare(&ia, &a, rt, dev)) || (st = ew_input_prepare(&ib, &b, rt, dev)) ||
         (st = graft_tensor_empty(&res, ndim, shape, rt, dev)))
         goto done;

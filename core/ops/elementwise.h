@@ -58,7 +58,7 @@ typedef struct {
 
 static inline graft_scalar graft_scalar_int(int64_t v) { graft_scalar s = {GRAFT_I64, v, (double)v}; return s; }
 static inline graft_scalar graft_scalar_float(double v) { graft_scalar s = {GRAFT_F64, 0, v}; return s; }
-static inline graft_scalar graft_scalar_bool(bool v) { graft_scalar s = {GRAFT_BOOL, v, v}; return s; }
+static inline graft_scalar graft_scalar_bool(bool v) { graft_scalar s = {GRAFT_BOOL, (int64_t)v, (double)v}; return s; }
 static inline graft_operand graft_operand_tensor(graft_tensor *t) {
     graft_operand o = {t, {GRAFT_I64, 0, 0}};
     return o;

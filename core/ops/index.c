@@ -2,11 +2,13 @@
  * unsqueeze); index tensors go through one "block plan": the output is walked as
  * (pre dims, index positions, post dims) and each post block is one memcpy (or one
  * strided run), so every op here is a linear copy loop. Indices are validated before
- * anything is written. */
+ * anything is written. CUDA tensors take the same plans and iterators to the kernels of
+ * core/cuda/index.cu, which check index values on the device. */
 #include "index.h"
 #include "view.h"
 
 #include "autograd/record.h"
+#include "cuda/index.h"
 #include "tensor/iter.h"
 
 #include <stdlib.h>
@@ -34,6 +36,17 @@ static inline void ix_move(char *dst, const char *src, size_t esz) {
 
 static bool ix_is_mask_dtype(graft_dtype d) { return d == GRAFT_BOOL || d == GRAFT_U8; }
 
+static bool ix_on_cuda(const graft_tensor *t) { return graft_tensor_device(t).type == GRAFT_CUDA; }
+
+/* Every tensor of a gather/scatter-style op lives on t's device (PyTorch's message). */
+static graft_status ix_same_device(const char *op, const graft_tensor *t, const graft_tensor *other) {
+    graft_device a = graft_tensor_device(t), b = graft_tensor_device(other);
+    if (graft_device_eq(a, b)) return GRAFT_OK;
+    char sa[16], sb[16];
+    return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s", op,
+                       graft_device_str(a, sa), graft_device_str(b, sb));
+}
+
 /* ---- index validation ---- */
 
 typedef struct {
@@ -59,18 +72,22 @@ static void ix_check_loop(char **data, const int64_t *strides, int64_t n, void *
 }
 
 /* Checks every value of index lies in [lo, hi); on failure *bad is set and *badval holds
- * one offending value. Runs in parallel for large indices. */
-static void ix_validate(graft_tensor *index, int64_t lo, int64_t hi, bool *bad, int64_t *badval) {
+ * one offending value. Runs in parallel for large indices; on the device for CUDA ones
+ * (one small copy back). */
+static graft_status ix_validate(graft_tensor *index, int64_t lo, int64_t hi, bool *bad, int64_t *badval) {
     ix_check_ctx c = {lo, hi, index->dtype, 0, 0};
     graft_iter it;
     graft_tensor *ops[1] = {index};
     *bad = false;
-    if (graft_iter_init(&it, 1, ops, index->ndim, index->shape)) return;
+    if (ix_on_cuda(index)) return graft_cuda_ix_check(index, lo, hi, bad, badval);
+    graft_status st = graft_iter_init(&it, 1, ops, index->ndim, index->shape);
+    if (st) return st;
     graft_iter_run(&it, ix_check_loop, &c);
     if (__atomic_load_n(&c.bad, __ATOMIC_ACQUIRE)) {
         *bad = true;
         *badval = c.badval;
     }
+    return GRAFT_OK;
 }
 
 static graft_status ix_range_error(const char *op, int64_t v, int dim, int64_t size) {
@@ -96,17 +113,9 @@ static graft_status ix_vector_i64(graft_tensor **out, graft_tensor *index, const
 /* ---- the block plan ---- */
 
 /* Output (or value) element q * post_numel + r comes from
- * base + pre_off(q / nb) + offs[q % nb] + post_off(r), in elements of the view. */
-typedef struct {
-    char *base;
-    size_t esz;
-    int pre_n, post_n;
-    int64_t pre_shape[GRAFT_MAX_DIMS], pre_stride[GRAFT_MAX_DIMS];
-    int64_t post_shape[GRAFT_MAX_DIMS], post_stride[GRAFT_MAX_DIMS];
-    int64_t pre_numel, post_numel, nb;
-    const int64_t *offs;
-    bool post_dense;
-} ix_plan;
+ * base + pre_off(q / nb) + offs[q % nb] + post_off(r), in elements of the view. The
+ * struct is shared with the CUDA launcher (cuda/index.h). */
+typedef graft_ix_plan ix_plan;
 
 static int64_t ix_pre_off(const ix_plan *p, int64_t q) {
     int64_t off = 0;
@@ -181,10 +190,13 @@ static void ix_plan_range(const ix_plan *p, char *dense, bool put, int64_t q0, i
 
 /* Gathers (put = false: dense <- view) or scatters (put = true: view <- dense). Gathers
  * split across threads when large; scatters stay serial so that a position named twice
- * ends with the later value, as PyTorch's CPU kernels do. */
-static void ix_plan_run(const ix_plan *p, char *dense, bool put) {
+ * ends with the later value, as PyTorch's CPU kernels do. CUDA plans run on the device
+ * (a position named twice gets one of its values there, as in PyTorch). */
+static graft_status ix_plan_run(const ix_plan *p, graft_tensor *dense_t, bool put) {
+    if (ix_on_cuda(dense_t)) return graft_cuda_ix_plan_run(p, dense_t, put);
+    char *dense = graft_tensor_data(dense_t);
     int64_t nblocks = p->pre_numel * p->nb;
-    if (nblocks == 0 || p->post_numel == 0) return;
+    if (nblocks == 0 || p->post_numel == 0) return GRAFT_OK;
 #ifdef _OPENMP
     if (!put && graft_should_parallelize(nblocks * p->post_numel) && nblocks > 1) {
         #pragma omp parallel
@@ -194,10 +206,11 @@ static void ix_plan_run(const ix_plan *p, char *dense, bool put) {
             if (q1 > nblocks) q1 = nblocks;
             ix_plan_range(p, dense, put, q0, q1);
         }
-        return;
+        return GRAFT_OK;
     }
 #endif
     ix_plan_range(p, dense, put, 0, nblocks);
+    return GRAFT_OK;
 }
 
 /* ---- table indexing: resolving the entries ---- */
@@ -244,10 +257,18 @@ static graft_status ix_resolve_mask(ix_resolved *r, graft_tensor *mask, int *d, 
         graft_tensor *nv, *idx;
         if ((st = graft_unsqueeze(&nv, r->view, *d))) return st;
         ix_swap_view(r, nv);
-        bool set = *(const uint8_t *)graft_tensor_data(mask) != 0;
-        int64_t n = set ? 1 : 0;
+        uint8_t byte = 0;
+        if (ix_on_cuda(mask)) {
+            if ((st = graft_cuda_memcpy_d2h(&byte, graft_tensor_data(mask), 1))) return st;
+        } else {
+            byte = *(const uint8_t *)graft_tensor_data(mask);
+        }
+        int64_t n = byte ? 1 : 0;
         if ((st = graft_tensor_empty(&idx, 1, &n, GRAFT_I64, graft_tensor_device(mask)))) return st;
-        if (set) *(int64_t *)graft_tensor_data(idx) = 0;
+        if (n && (st = graft_tensor_fill_int_(idx, 0))) {
+            graft_tensor_release(idx);
+            return st;
+        }
         if ((st = ix_add_adv(r, idx, *d, *orig))) return st;
         (*d)++;
         return GRAFT_OK;
@@ -273,6 +294,28 @@ static graft_status ix_resolve_mask(ix_resolved *r, graft_tensor *mask, int *d, 
     *d += k;
     *orig += k;
     return GRAFT_OK;
+}
+
+/* +1: index tensor x where t's kernels can read it: x itself on t's device; a CPU index
+ * of a CUDA tensor is copied over, as PyTorch accepts it; anything else is an error. */
+static graft_status ix_index_on(graft_tensor **out, graft_tensor *x, graft_tensor *t) {
+    graft_device xd = graft_tensor_device(x), td = graft_tensor_device(t);
+    *out = NULL;
+    if (graft_device_eq(xd, td)) {
+        graft_tensor_retain(x);
+        *out = x;
+        return GRAFT_OK;
+    }
+    char a[16], b[16];
+    if (xd.type != GRAFT_CPU)
+        return graft_error(GRAFT_EDEVICE, "index: indices should be either on cpu or on the same device as the "
+                           "indexed tensor (%s), got %s", graft_device_str(td, a), graft_device_str(xd, b));
+    graft_status st = graft_tensor_empty(out, x->ndim, x->shape, x->dtype, td);
+    if (!st && (st = graft_tensor_copy_(*out, x))) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 /* Applies the basic entries to a view of t and collects the index tensors, each tagged
@@ -344,21 +387,20 @@ static graft_status ix_resolve(ix_resolved *r, graft_tensor *t, const graft_ix *
             break;
         case GRAFT_IX_TENSOR: {
             graft_tensor *x = e->tensor;
-            if (!graft_device_eq(graft_tensor_device(x), graft_tensor_device(t))) {
-                st = graft_error(GRAFT_EDEVICE, "index: index tensor and tensor are on different devices");
-                goto fail;
-            }
-            if (x->dtype == GRAFT_I64) {
-                graft_tensor_retain(x);
-                if ((st = ix_add_adv(r, x, d, orig))) goto fail;
-                d++;
-                orig++;
-            } else if (ix_is_mask_dtype(x->dtype)) {
-                if ((st = ix_resolve_mask(r, x, &d, &orig))) goto fail;
-            } else {
+            if (x->dtype != GRAFT_I64 && !ix_is_mask_dtype(x->dtype)) {
                 st = graft_error(GRAFT_ETYPE, "index: tensors used as indices must be int64, bool or uint8, got %s",
                                  graft_dtype_name(x->dtype));
                 goto fail;
+            }
+            if ((st = ix_index_on(&x, e->tensor, t))) goto fail;
+            if (x->dtype == GRAFT_I64) {
+                if ((st = ix_add_adv(r, x, d, orig))) goto fail;
+                d++;
+                orig++;
+            } else {
+                st = ix_resolve_mask(r, x, &d, &orig);
+                graft_tensor_release(x);
+                if (st) goto fail;
             }
             break;
         }
@@ -373,7 +415,7 @@ fail:
 /* Builds the plan for the resolved advanced indices: broadcasts the index tensors to one
  * shape B, checks and wraps their values, and lays the result out as PyTorch does
  * (B in place of adjacent index dims, else B first). Writes the result shape. */
-static graft_status ix_plan_adv(ix_plan *p, int64_t **offs_out, int *ondim, int64_t *oshape,
+static graft_status ix_plan_adv(ix_plan *p, graft_tensor **offs_out, int *ondim, int64_t *oshape,
                                 ix_resolved *r, const char *op) {
     graft_status st;
     graft_tensor *v = r->view;
@@ -419,8 +461,26 @@ static graft_status ix_plan_adv(ix_plan *p, int64_t **offs_out, int *ondim, int6
     ix_plan_finish(p);
 
     /* offs[b] = sum_k idx_k[b] * stride(adv_dim_k), each index broadcast to B */
-    int64_t *offs = calloc((size_t)(nb > 0 ? nb : 1), sizeof(int64_t));
-    if (!offs) return graft_error(GRAFT_ENOMEM, "%s: out of memory", op);
+    graft_tensor *offs_t;
+    if ((st = graft_tensor_empty(&offs_t, bn, bshape, GRAFT_I64, graft_tensor_device(v)))) return st;
+    if (ix_on_cuda(v)) {
+        if ((st = graft_tensor_fill_int_(offs_t, 0))) goto fail;
+        for (int k = 0; k < r->nadv; k++) {
+            int64_t size = v->shape[r->adv_dim[k]], badval = 0;
+            bool bad = false;
+            if ((st = graft_cuda_ix_offsets(offs_t, r->adv[k], size, v->stride[r->adv_dim[k]], true, &bad, &badval)))
+                goto fail;
+            if (bad) {
+                st = ix_range_error(op, badval, r->adv_orig[k], size);
+                goto fail;
+            }
+        }
+        p->offs = graft_tensor_data(offs_t);
+        *offs_out = offs_t;
+        return GRAFT_OK;
+    }
+    int64_t *offs = graft_tensor_data(offs_t);
+    memset(offs, 0, (size_t)nb * sizeof(int64_t));
     for (int k = 0; k < r->nadv; k++) {
         graft_tensor *buf;
         if ((st = graft_tensor_empty(&buf, bn, bshape, GRAFT_I64, graft_tensor_device(v)))) goto fail;
@@ -439,10 +499,10 @@ static graft_status ix_plan_adv(ix_plan *p, int64_t **offs_out, int *ondim, int6
         graft_tensor_release(buf);
     }
     p->offs = offs;
-    *offs_out = offs;
+    *offs_out = offs_t;
     return GRAFT_OK;
 fail:
-    free(offs);
+    graft_tensor_release(offs_t);
     return st;
 }
 
@@ -457,13 +517,17 @@ graft_status graft_index(graft_tensor **out, graft_tensor *t, const graft_ix *ix
         return GRAFT_OK;
     }
     ix_plan p;
-    int64_t *offs = NULL, oshape[GRAFT_MAX_DIMS];
+    graft_tensor *offs = NULL;
+    int64_t oshape[GRAFT_MAX_DIMS];
     int ondim;
     if ((st = ix_plan_adv(&p, &offs, &ondim, oshape, &r, "index"))) goto done;
     if ((st = graft_tensor_empty(out, ondim, oshape, t->dtype, graft_tensor_device(t)))) goto done;
-    ix_plan_run(&p, graft_tensor_data(*out), false);
+    if ((st = ix_plan_run(&p, *out, false))) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
 done:
-    free(offs);
+    graft_tensor_release(offs);
     ix_resolved_free(&r);
     return st;
 }
@@ -487,9 +551,9 @@ graft_status graft_index_put_(graft_tensor *t, const graft_ix *ix, int n, graft_
     graft_status st = ix_resolve(&r, t, ix, n);
     if (st) return st;
     ix_plan p;
-    int64_t *offs = NULL, oshape[GRAFT_MAX_DIMS];
+    int64_t oshape[GRAFT_MAX_DIMS];
     int ondim;
-    graft_tensor *dense = NULL;
+    graft_tensor *dense = NULL, *offs = NULL;
     if (r.nadv == 0) {
         if (!(st = ix_check_value_shape(value, r.view->ndim, r.view->shape, "index_put_")))
             st = graft_tensor_copy_(r.view, value);
@@ -500,11 +564,11 @@ graft_status graft_index_put_(graft_tensor *t, const graft_ix *ix, int n, graft_
     /* a dense copy first: the value may alias t */
     if ((st = graft_tensor_empty(&dense, ondim, oshape, t->dtype, graft_tensor_device(t)))) goto done;
     if ((st = graft_tensor_copy_(dense, value))) goto done;
-    ix_plan_run(&p, graft_tensor_data(dense), true);
+    if ((st = ix_plan_run(&p, dense, true))) goto done;
     graft_tensor_bump(t);
 done:
     graft_tensor_release(dense);
-    free(offs);
+    graft_tensor_release(offs);
     ix_resolved_free(&r);
     return st;
 }
@@ -514,9 +578,9 @@ done:
 graft_status graft_index_select(graft_tensor **out, graft_tensor *t, int dim, graft_tensor *index) {
     if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_index_select(out, t, dim, index);
     graft_status st;
-    graft_tensor *idx = NULL;
-    int64_t *offs = NULL;
+    graft_tensor *idx = NULL, *offs_t = NULL;
     *out = NULL;
+    if ((st = ix_same_device("index_select", t, index))) return st;
     if ((st = ix_vector_i64(&idx, index, "index_select"))) return st;
     int64_t n = graft_tensor_numel(idx), size = t->ndim ? t->shape[dim] : 1;
     int64_t stride = t->ndim ? t->stride[dim] : 0;
@@ -524,12 +588,21 @@ graft_status graft_index_select(graft_tensor **out, graft_tensor *t, int dim, gr
         st = graft_error(GRAFT_ESHAPE, "index_select: a 0-dim tensor takes exactly one index, got %lld", (long long)n);
         goto done;
     }
-    offs = malloc((size_t)(n > 0 ? n : 1) * sizeof(int64_t));
-    if (!offs) { st = graft_error(GRAFT_ENOMEM, "index_select: out of memory"); goto done; }
-    const int64_t *iv = graft_tensor_data(idx);
-    for (int64_t i = 0; i < n; i++) {
-        if (iv[i] < 0 || iv[i] >= size) { st = ix_range_error("index_select", iv[i], dim, size); goto done; }
-        offs[i] = iv[i] * stride;
+    if ((st = graft_tensor_empty(&offs_t, 1, &n, GRAFT_I64, graft_tensor_device(t)))) goto done;
+    int64_t *offs = graft_tensor_data(offs_t);
+    if (ix_on_cuda(t)) {
+        bool bad = false;
+        int64_t badval = 0;
+        if ((st = graft_tensor_fill_int_(offs_t, 0)) ||
+            (st = graft_cuda_ix_offsets(offs_t, idx, size, stride, false, &bad, &badval)))
+            goto done;
+        if (bad) { st = ix_range_error("index_select", badval, dim, size); goto done; }
+    } else {
+        const int64_t *iv = graft_tensor_data(idx);
+        for (int64_t i = 0; i < n; i++) {
+            if (iv[i] < 0 || iv[i] >= size) { st = ix_range_error("index_select", iv[i], dim, size); goto done; }
+            offs[i] = iv[i] * stride;
+        }
     }
     ix_plan p;
     memset(&p, 0, sizeof p);
@@ -546,9 +619,12 @@ graft_status graft_index_select(graft_tensor **out, graft_tensor *t, int dim, gr
     memcpy(oshape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
     if (t->ndim) oshape[dim] = n;
     if ((st = graft_tensor_empty(out, t->ndim, oshape, t->dtype, graft_tensor_device(t)))) goto done;
-    ix_plan_run(&p, graft_tensor_data(*out), false);
+    if ((st = ix_plan_run(&p, *out, false))) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
 done:
-    free(offs);
+    graft_tensor_release(offs_t);
     graft_tensor_release(idx);
     return st;
 }
@@ -559,6 +635,8 @@ done:
  * outside dim (and no larger than src anywhere), every value inside t's dim. */
 static graft_status ix_check_scatter_args(const char *op, graft_tensor *t, int dim, graft_tensor *index, graft_tensor *src) {
     char a[SHAPE_BUF], b[SHAPE_BUF], c[SHAPE_BUF];
+    graft_status st;
+    if ((st = ix_same_device(op, t, index)) || (src && (st = ix_same_device(op, t, src)))) return st;
     if (index->dtype != GRAFT_I64)
         return graft_error(GRAFT_ETYPE, "%s: expected an int64 index, got %s", op, graft_dtype_name(index->dtype));
     if (index->ndim != t->ndim)
@@ -584,9 +662,9 @@ static graft_status ix_check_scatter_args(const char *op, graft_tensor *t, int d
         }
     }
     int64_t size = t->ndim ? t->shape[dim] : 1;
-    bool bad;
-    int64_t badval;
-    ix_validate(index, 0, size, &bad, &badval);
+    bool bad = false;
+    int64_t badval = 0;
+    if ((st = ix_validate(index, 0, size, &bad, &badval))) return st;
     if (bad) return ix_range_error(op, badval, dim, size);
     return GRAFT_OK;
 }
@@ -680,7 +758,8 @@ graft_status graft_gather(graft_tensor **out, graft_tensor *t, int dim, graft_te
     graft_iter it;
     graft_tensor *ops[3] = {*out, index, self_r};
     if ((st = graft_iter_init(&it, 3, ops, index->ndim, index->shape))) goto done;
-    graft_iter_run(&it, ix_gather_loop, &c);
+    if (ix_on_cuda(t)) st = graft_cuda_ix_scatter(&it, GRAFT_IX_GATHER, c.dim_stride, t->dtype, NULL, 0, 0);
+    else graft_iter_run(&it, ix_gather_loop, &c);
 done:
     graft_tensor_release(self_r);
     if (st) {
@@ -691,14 +770,14 @@ done:
 }
 
 /* The three scatters: src (a tensor), or value, written or added where index points.
- * Serial, so that duplicates resolve in row-major order (the later one wins). */
+ * Serial, so that duplicates resolve in row-major order (the later one wins). On CUDA,
+ * one thread per index element: duplicates of scatter_ keep one of their values and
+ * scatter_add sums with atomics, as PyTorch's kernels do. */
 static graft_status ix_scatter_common(const char *op, graft_tensor *t, int dim, graft_tensor *index,
                                       graft_tensor *src, const graft_ix_value *value, bool add) {
     graft_status st;
     graft_tensor *self_r = NULL, *src_r = NULL;
     if ((st = ix_check_scatter_args(op, t, dim, index, src))) return st;
-    if (src && !graft_device_eq(graft_tensor_device(src), graft_tensor_device(t)))
-        return graft_error(GRAFT_EDEVICE, "%s: src and tensor are on different devices", op);
     ix_scatter_ctx c = {t->ndim ? t->stride[dim] * (int64_t)graft_dtype_size(t->dtype) : 0,
                         graft_dtype_size(t->dtype), t->dtype, {0}};
     if (value) graft_ix_value_store(c.value, t->dtype, *value);
@@ -707,7 +786,12 @@ static graft_status ix_scatter_common(const char *op, graft_tensor *t, int dim, 
     graft_iter it;
     graft_tensor *ops[3] = {self_r, index, src_r};
     if ((st = graft_iter_init(&it, src ? 3 : 2, ops, index->ndim, index->shape))) goto done;
-    graft_iter_run_serial(&it, add ? ix_scatter_add_loop : src ? ix_scatter_loop : ix_scatter_value_loop, &c);
+    if (ix_on_cuda(t)) {
+        graft_ix_mode mode = add ? GRAFT_IX_SCATTER_ADD : src ? GRAFT_IX_SCATTER : GRAFT_IX_SCATTER_VALUE;
+        if ((st = graft_cuda_ix_scatter(&it, mode, c.dim_stride, t->dtype, c.value, 1.0, 1))) goto done;
+    } else {
+        graft_iter_run_serial(&it, add ? ix_scatter_add_loop : src ? ix_scatter_loop : ix_scatter_value_loop, &c);
+    }
     graft_tensor_bump(t);
 done:
     graft_tensor_release(self_r);
@@ -732,11 +816,44 @@ graft_status graft_scatter_add_(graft_tensor *t, int dim, graft_tensor *index, g
 
 /* ---- index_add_ ---- */
 
+/* index_add_ on the device as a scatter_add over src's shape: t seen with src's shape
+ * (stride 0 along dim) and the index seen along dim of src (stride 0 elsewhere). idx is
+ * contiguous int64, src's shape already checked. */
+static graft_status ix_index_add_cuda(graft_tensor *t, int dim, graft_tensor *idx, graft_tensor *src,
+                                      graft_ix_value alpha, int64_t size) {
+    graft_status st;
+    bool bad = false;
+    int64_t badval = 0;
+    if ((st = ix_validate(idx, 0, size, &bad, &badval))) return st;
+    if (bad) return ix_range_error("index_add_", badval, dim, size);
+    graft_tensor *self_r = NULL, *idx_r = NULL;
+    int64_t tstride[GRAFT_MAX_DIMS], istride[GRAFT_MAX_DIMS];
+    for (int d = 0; d < src->ndim; d++) {
+        tstride[d] = d == dim ? 0 : t->stride[d];
+        istride[d] = d == dim ? 1 : 0;
+    }
+    if (!(st = graft_tensor_view_of(&self_r, t, src->ndim, src->shape, tstride, t->offset)) &&
+        !(st = graft_tensor_view_of(&idx_r, idx, src->ndim, src->shape, istride, idx->offset))) {
+        graft_iter it;
+        graft_tensor *ops[3] = {self_r, idx_r, src};
+        int64_t ds = t->ndim ? t->stride[dim] * (int64_t)graft_dtype_size(t->dtype) : 0;
+        double fa = alpha.is_int ? (double)alpha.i : alpha.d;
+        int64_t ia = alpha.is_int ? alpha.i : (int64_t)alpha.d;
+        if (!(st = graft_iter_init(&it, 3, ops, src->ndim, src->shape)))
+            st = graft_cuda_ix_scatter(&it, GRAFT_IX_SCATTER_ADD, ds, t->dtype, NULL, fa, ia);
+    }
+    graft_tensor_release(self_r);
+    graft_tensor_release(idx_r);
+    if (!st) graft_tensor_bump(t);
+    return st;
+}
+
 graft_status graft_index_add_(graft_tensor *t, int dim, graft_tensor *index, graft_tensor *src, graft_ix_value alpha) {
     if (GRAFT_AG_ACTIVE(t->autograd || src->autograd)) return graft_ag_index_add_(t, dim, index, src, alpha);
     char a[SHAPE_BUF], b[SHAPE_BUF];
     graft_status st;
     graft_tensor *idx = NULL;
+    if ((st = ix_same_device("index_add_", t, index)) || (st = ix_same_device("index_add_", t, src))) return st;
     if (src->dtype != t->dtype)
         return graft_error(GRAFT_ETYPE, "index_add_: src has dtype %s but the tensor has %s (they must match)",
                            graft_dtype_name(src->dtype), graft_dtype_name(t->dtype));
@@ -755,6 +872,10 @@ graft_status graft_index_add_(graft_tensor *t, int dim, graft_tensor *index, gra
     if ((src->ndim ? src->shape[dim] : 1) != n) {
         st = graft_error(GRAFT_ESHAPE, "index_add_: %lld indices but src has size %lld in dim %d (they must match)",
                          (long long)n, (long long)(src->ndim ? src->shape[dim] : 1), dim + 1);
+        goto done;
+    }
+    if (ix_on_cuda(t)) {
+        st = ix_index_add_cuda(t, dim, idx, src, alpha, size);
         goto done;
     }
     const int64_t *iv = graft_tensor_data(idx);
@@ -823,7 +944,7 @@ static graft_status ix_check_mask(graft_tensor *mask, const char *op) {
 graft_status graft_masked_fill_(graft_tensor *t, graft_tensor *mask, graft_ix_value v) {
     if (GRAFT_AG_ACTIVE(t->autograd)) return graft_ag_masked_fill_(t, mask, v);
     graft_status st;
-    if ((st = ix_check_mask(mask, "masked_fill_"))) return st;
+    if ((st = ix_same_device("masked_fill_", t, mask)) || (st = ix_check_mask(mask, "masked_fill_"))) return st;
     bool ok = mask->ndim <= t->ndim;
     for (int i = 0; ok && i < mask->ndim; i++) {
         int64_t ms = mask->shape[mask->ndim - 1 - i], ts = t->shape[t->ndim - 1 - i];
@@ -839,7 +960,11 @@ graft_status graft_masked_fill_(graft_tensor *t, graft_tensor *mask, graft_ix_va
     graft_iter it;
     graft_tensor *ops[2] = {t, mask};
     if ((st = graft_iter_init(&it, 2, ops, t->ndim, t->shape))) return st;
-    graft_iter_run(&it, ix_masked_fill_loop, &c);
+    if (ix_on_cuda(t)) {
+        if ((st = graft_cuda_masked_fill(&it, c.esz, c.value))) return st;
+    } else {
+        graft_iter_run(&it, ix_masked_fill_loop, &c);
+    }
     graft_tensor_bump(t);
     return GRAFT_OK;
 }
@@ -850,7 +975,7 @@ graft_status graft_masked_fill(graft_tensor **out, graft_tensor *t, graft_tensor
     int n;
     int64_t shape[GRAFT_MAX_DIMS];
     *out = NULL;
-    if ((st = ix_check_mask(mask, "masked_fill"))) return st;
+    if ((st = ix_same_device("masked_fill", t, mask)) || (st = ix_check_mask(mask, "masked_fill"))) return st;
     if ((st = graft_broadcast_shapes(&n, shape, t->ndim, t->shape, mask->ndim, mask->shape, "masked_fill"))) return st;
     if ((st = graft_tensor_empty(out, n, shape, t->dtype, graft_tensor_device(t)))) return st;
     if ((st = graft_tensor_copy_(*out, t)) || (st = graft_masked_fill_(*out, mask, v))) {
@@ -891,8 +1016,9 @@ graft_status graft_masked_select(graft_tensor **out, graft_tensor *t, graft_tens
     int n;
     int64_t shape[GRAFT_MAX_DIMS];
     *out = NULL;
-    if ((st = ix_check_mask(mask, "masked_select"))) return st;
+    if ((st = ix_same_device("masked_select", t, mask)) || (st = ix_check_mask(mask, "masked_select"))) return st;
     if ((st = graft_broadcast_shapes(&n, shape, t->ndim, t->shape, mask->ndim, mask->shape, "masked_select"))) return st;
+    if (ix_on_cuda(t)) return graft_cuda_masked_select(out, t, mask, n, shape);
     graft_iter it;
     graft_tensor *ops[2] = {t, mask};
     ix_select_ctx c = {0, NULL, graft_dtype_size(t->dtype)};
@@ -933,12 +1059,13 @@ graft_status graft_take(graft_tensor **out, graft_tensor *t, graft_tensor *index
     graft_status st;
     graft_tensor *c = NULL;
     *out = NULL;
+    if ((st = ix_same_device("take", t, index))) return st;
     if (index->dtype != GRAFT_I64)
         return graft_error(GRAFT_ETYPE, "take: expected an int64 index, got %s", graft_dtype_name(index->dtype));
     int64_t numel = graft_tensor_numel(t);
-    bool bad;
-    int64_t badval;
-    ix_validate(index, -numel, numel, &bad, &badval);
+    bool bad = false;
+    int64_t badval = 0;
+    if ((st = ix_validate(index, -numel, numel, &bad, &badval))) return st;
     if (bad)
         return graft_error(GRAFT_EINDEX, "take: index %lld is out of range for a tensor of %lld elements",
                            (long long)badval, (long long)numel);
@@ -948,7 +1075,8 @@ graft_status graft_take(graft_tensor **out, graft_tensor *t, graft_tensor *index
     graft_iter it;
     graft_tensor *ops[2] = {*out, index};
     if ((st = graft_iter_init(&it, 2, ops, index->ndim, index->shape))) goto done;
-    graft_iter_run(&it, ix_take_loop, &ctx);
+    if (ix_on_cuda(t)) st = graft_cuda_take(&it, ctx.base, numel, ctx.esz);
+    else graft_iter_run(&it, ix_take_loop, &ctx);
 done:
     graft_tensor_release(c);
     if (st) {
@@ -976,6 +1104,11 @@ graft_status graft_nonzero(graft_tensor **out, graft_tensor *t) {
     graft_tensor *c;
     *out = NULL;
     if ((st = graft_tensor_contiguous(&c, t))) return st;
+    if (ix_on_cuda(c)) {
+        st = graft_cuda_nonzero(out, c);
+        graft_tensor_release(c);
+        return st;
+    }
     int64_t numel = graft_tensor_numel(c), cnt = 0;
     size_t esz = graft_dtype_size(c->dtype);
     const char *p = graft_tensor_data(c);

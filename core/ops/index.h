@@ -2,7 +2,10 @@
  * mask tensors make copies, as PyTorch), index_select, gather, scatter, index_add,
  * masked_fill, masked_select, take and nonzero. Dims are 0-based here; index VALUES in
  * index tensors are 0-based as in PyTorch. Every index is bounds-checked before any
- * element moves; a bad one is an error naming the op, the value and the size.
+ * element moves; a bad one is an error naming the op, the value and the size (on CUDA
+ * the check runs on the device and one flag comes back). Every tensor of an op lives on
+ * one device ("expected all tensors to be on the same device"), except that table
+ * indexing copies CPU index tensors to a CUDA tensor's device, as PyTorch does.
  *
  *     graft_ix key[2] = {{.kind = GRAFT_IX_ALL}, {.kind = GRAFT_IX_INT, .start = -1}};
  *     graft_index(&col, t, key, 2);   // t[{":", -1}]: the last column, a view
@@ -45,7 +48,8 @@ typedef struct {
  * advanced-index dims go). A view of t when no entry is a tensor, else a fresh tensor. */
 graft_status graft_index(graft_tensor **out, graft_tensor *t, const graft_ix *ix, int n);
 /* t[ix] = value: value broadcast to the indexed shape and converted to t's dtype; with
- * index tensors, duplicate positions get one of the values (the last, on the CPU). */
+ * index tensors, duplicate positions get one of the values (the last, on the CPU; any
+ * one on CUDA). */
 graft_status graft_index_put_(graft_tensor *t, const graft_ix *ix, int n, graft_tensor *value);
 
 /* ---- gather / scatter family ---- */
@@ -55,13 +59,16 @@ graft_status graft_index_select(graft_tensor **out, graft_tensor *t, int dim, gr
  * ndim as t, no larger than t except along dim. Shape of index. */
 graft_status graft_gather(graft_tensor **out, graft_tensor *t, int dim, graft_tensor *index);
 /* t[index[i][j]][j] = src[i][j] (dim 0); src has t's dtype; index no larger than src, nor
- * than t except along dim. Positions written twice keep the later value. */
+ * than t except along dim. Positions written twice keep the later value (on CUDA, one
+ * of them, as PyTorch's kernel). */
 graft_status graft_scatter_(graft_tensor *t, int dim, graft_tensor *index, graft_tensor *src);
 /* As scatter_, writing one value everywhere index points. */
 graft_status graft_scatter_value_(graft_tensor *t, int dim, graft_tensor *index, graft_ix_value v);
-/* t[index[i][j]][j] += src[i][j] (dim 0). */
+/* t[index[i][j]][j] += src[i][j] (dim 0). CUDA adds with atomics: float sums of
+ * duplicates come in no fixed order (bitwise nondeterministic, as in PyTorch). */
 graft_status graft_scatter_add_(graft_tensor *t, int dim, graft_tensor *index, graft_tensor *src);
-/* t.select(dim, index[i]) += alpha * src.select(dim, i); index 1-D (int64 or int32). */
+/* t.select(dim, index[i]) += alpha * src.select(dim, i); index 1-D (int64 or int32).
+ * CUDA: a scatter_add, with its atomics. */
 graft_status graft_index_add_(graft_tensor *t, int dim, graft_tensor *index, graft_tensor *src,
                               graft_ix_value alpha);
 

@@ -1,10 +1,12 @@
 /* graft ops: cat, stack, split/chunk sizes, flip, roll, repeat/tile, tril/triu, diag and
  * diagonal (see join.h). cat of contiguous same-dtype inputs is one memcpy per input per
- * outer index; everything else goes through the strided, dtype-converting copy_. */
+ * outer index; everything else goes through the strided, dtype-converting copy_, which
+ * runs on CUDA too (tril/triu have their own kernel there, core/cuda/index.cu). */
 #include "join.h"
 #include "view.h"
 
 #include "autograd/record.h"
+#include "cuda/index.h"
 #include "tensor/iter.h"
 
 #include <stdlib.h>
@@ -25,8 +27,12 @@ static graft_status join_cat(const char *op, graft_tensor **out, graft_tensor *c
     graft_dtype dt = ts[0]->dtype;
     int ref = -1;
     for (int i = 0; i < n; i++) {
-        if (!graft_device_eq(graft_tensor_device(ts[i]), graft_tensor_device(ts[0])))
-            return graft_error(GRAFT_EDEVICE, "%s: tensors are on different devices (entry %d)", op, i + 1);
+        if (!graft_device_eq(graft_tensor_device(ts[i]), graft_tensor_device(ts[0]))) {
+            char a[16], b[16];
+            return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s "
+                               "(entries 1 and %d)", op, graft_device_str(graft_tensor_device(ts[0]), a),
+                               graft_device_str(graft_tensor_device(ts[i]), b), i + 1);
+        }
         dt = graft_dtype_promote(dt, ts[i]->dtype);
         if (ts[i]->ndim == 0)
             return graft_error(GRAFT_ESHAPE, "%s: a 0-dim tensor (entry %d) cannot be concatenated", op, i + 1);
@@ -40,7 +46,7 @@ static graft_status join_cat(const char *op, graft_tensor **out, graft_tensor *c
     int dim;
     if ((st = graft_wrap_dim(&dim, dim_in, R->ndim, op))) return st;
     int64_t total = 0;
-    bool fast = true;
+    bool fast = graft_tensor_device(R).type == GRAFT_CPU; /* host memcpy; devices use copy_ */
     for (int i = 0; i < n; i++) {
         const graft_tensor *x = ts[i];
         if (join_legacy_empty(x) && i != ref) continue;
@@ -336,6 +342,11 @@ static graft_status join_tri_(graft_tensor *t, int64_t k, bool lower, const char
     size_t esz = graft_dtype_size(t->dtype);
     char *base = graft_tensor_data(t);
     if (rows == 0 || cols == 0) return GRAFT_OK;
+    if (graft_tensor_device(t).type == GRAFT_CUDA) {
+        graft_status st = graft_cuda_tri_(t, k, lower);
+        if (!st) graft_tensor_bump(t);
+        return st;
+    }
     for (int64_t b = 0; b < batch; b++) {
         int64_t off = 0;
         for (int d = 0; d < nb; d++) off += idx[d] * t->stride[d];
@@ -432,6 +443,18 @@ graft_status graft_diag(graft_tensor **out, graft_tensor *t, int64_t k) {
     int64_t n = t->shape[0], ak = k < 0 ? -k : k, m = n + ak;
     int64_t shape[2] = {m, m};
     if ((st = graft_tensor_empty(out, 2, shape, t->dtype, graft_tensor_device(t)))) return st;
+    if (graft_tensor_device(t).type != GRAFT_CPU) {
+        /* zeros, then t copied into the diagonal view (device kernels, no host access) */
+        graft_tensor *d = NULL;
+        if (!(st = graft_tensor_fill_int_(*out, 0)) && !(st = graft_diagonal(&d, *out, k, 0, 1)))
+            st = graft_tensor_copy_(d, t);
+        graft_tensor_release(d);
+        if (st) {
+            graft_tensor_release(*out);
+            *out = NULL;
+        }
+        return st;
+    }
     size_t esz = graft_dtype_size(t->dtype);
     char *o = graft_tensor_data(*out);
     const char *s = graft_tensor_data(t);

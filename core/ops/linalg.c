@@ -1,7 +1,8 @@
-/* graft ops: matrix-product front ends. They check shapes and dtypes with PyTorch's
- * rules, describe both operands as strided [batch..., rows, cols] views (broadcast
- * batch dims get stride 0), copy an operand only when BLAS cannot read its layout, and
- * hand the batch to core/cpu/gemm_cpu.c. */
+/* graft ops: matrix-product front ends. They check shapes, dtypes and devices with
+ * PyTorch's rules, describe both operands as strided [batch..., rows, cols] views
+ * (broadcast batch dims get stride 0), copy an operand only when BLAS cannot read its
+ * layout, and hand the batch to core/cpu/gemm_cpu.c or, for CUDA tensors, to cuBLAS
+ * (core/cuda/blas.c). Under autocast the products cast their inputs first (autocast.h). */
 #include "ops/linalg.h"
 
 #include <stdlib.h>
@@ -9,24 +10,40 @@
 
 #include "autograd/record.h"
 #include "cpu/gemm_cpu.h"
+#include "cuda/linalg.h"
+#include "ops/autocast.h"
+#include "ops/elementwise.h"
+#include "ops/view.h"
 #include "tensor/iter.h"
 
 #define SHAPE_BUF (GRAFT_MAX_DIMS * 24 + 3)
 
+/* ---- settings ---- */
+
+static bool la_tf32; /* PyTorch's torch.backends.cuda.matmul.allow_tf32: off by default */
+
+void graft_linalg_set_allow_tf32(bool on) { la_tf32 = on; }
+bool graft_linalg_allow_tf32(void) { return la_tf32; }
+
 /* ---- checks ---- */
 
-static graft_status la_check_cpu(const graft_tensor *t, const char *op) {
-    if (graft_tensor_device(t).type != GRAFT_CPU)
-        return graft_error(GRAFT_EDEVICE, "%s: only CPU tensors are supported in this build", op);
-    return GRAFT_OK;
+/* Every operand on one device (PyTorch's message). */
+static graft_status la_check_devices(const graft_tensor *a, const graft_tensor *b, const graft_tensor *c,
+                                     const char *op) {
+    graft_device da = graft_tensor_device(a), db = graft_tensor_device(b);
+    if (graft_device_eq(da, db) && (!c || graft_device_eq(da, graft_tensor_device(c)))) return GRAFT_OK;
+    graft_device other = graft_device_eq(da, db) ? graft_tensor_device(c) : db;
+    char x[16], y[16];
+    return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s", op,
+                       graft_device_str(da, x), graft_device_str(other, y));
 }
 
 /* Same dtype for every operand (PyTorch does not promote in matrix products), and
  * not bool. */
 static graft_status la_check_dtypes(const graft_tensor *a, const graft_tensor *b, const graft_tensor *c,
                                     const char *op) {
-    graft_status st = la_check_cpu(a, op);
-    if (st || (st = la_check_cpu(b, op)) || (c && (st = la_check_cpu(c, op)))) return st;
+    graft_status st = la_check_devices(a, b, c, op);
+    if (st) return st;
     if (a->dtype != b->dtype)
         return graft_error(GRAFT_ETYPE, "%s: expected scalar type %s but found %s (both operands must have one dtype)",
                            op, graft_dtype_name(a->dtype), graft_dtype_name(b->dtype));
@@ -54,11 +71,98 @@ static graft_dtype la_compute(graft_dtype d) {
 
 /* ---- the shared driver ---- */
 
+/* Whether the batch dims [0, nb) of t step by one stride (*bs elements per batch, the
+ * batches in row-major order): contiguous batches, or a fully broadcast operand (0). */
+static bool la_uniform_batches(const graft_tensor *t, int nb, int64_t *bs) {
+    int64_t s = 0, expect = -1;
+    for (int d = nb - 1; d >= 0; d--) {
+        if (t->shape[d] == 1) continue;
+        if (expect < 0) {
+            s = t->stride[d];
+            expect = s * t->shape[d];
+        } else if (t->stride[d] != expect) {
+            return false;
+        } else {
+            expect *= t->shape[d];
+        }
+    }
+    *bs = s;
+    return true;
+}
+
+/* la_gemm on CUDA: one cuBLAS call (strided batched) reading both operands where they
+ * are. An operand is copied only when cuBLAS cannot read its matrix layout or when its
+ * batches do not step by one stride (a broadcast over some batch dims but not others). */
+static graft_status la_gemm_cuda(graft_tensor *c, graft_tensor *a, graft_tensor *b, double alpha, double beta,
+                                 const char *op) {
+    graft_tensor *ac = NULL, *bc = NULL;
+    graft_status st = GRAFT_OK;
+    int nd = a->ndim, nb = nd - 2;
+    if (!graft_dtype_is_float(a->dtype))
+        return graft_error(GRAFT_ETYPE, "%s: not implemented for %s tensors on CUDA (integer matrix products run on the "
+                           "CPU only, as in PyTorch)", op, graft_dtype_name(a->dtype));
+    int64_t m = a->shape[nd - 2], k = a->shape[nd - 1], n = b->shape[nd - 1], nbatch = 1;
+    for (int d = 0; d < nb; d++) nbatch *= a->shape[d];
+    if (!graft_cuda_gemm_layout_ok(m, k, a->stride[nd - 2], a->stride[nd - 1])) st = graft_tensor_contiguous(&ac, a);
+    else graft_tensor_retain(ac = a);
+    if (st) goto done;
+    if (!graft_cuda_gemm_layout_ok(k, n, b->stride[nd - 2], b->stride[nd - 1])) st = graft_tensor_contiguous(&bc, b);
+    else graft_tensor_retain(bc = b);
+    if (st) goto done;
+    graft_cuda_gemm_args g = {
+        .ab_dtype = a->dtype, .c_dtype = c->dtype, .device = graft_tensor_device(c).index,
+        .m = m, .n = n, .k = k, .nbatch = nbatch,
+        .a_rs = ac->stride[nd - 2], .a_cs = ac->stride[nd - 1],
+        .b_rs = bc->stride[nd - 2], .b_cs = bc->stride[nd - 1],
+        .c = graft_tensor_data(c), .c_rs = n, .c_bs = m * n,
+        .alpha = alpha, .beta = beta, .tf32 = la_tf32,
+    };
+    if (nbatch > 1) {
+        /* b shared by every batch and a's batches stacked row after row: one product
+         * of [nbatch * m, k] x [k, n] */
+        bool b_shared = true, a_folds = ac->stride[nd - 1] == 1 || k <= 1;
+        int64_t need = ac->stride[nd - 2] * m;
+        for (int d = nb - 1; d >= 0; d--) {
+            if (bc->stride[d] != 0 && bc->shape[d] != 1) b_shared = false;
+            if (ac->shape[d] == 1) continue;
+            if (ac->stride[d] != need) a_folds = false;
+            need = ac->stride[d] * ac->shape[d];
+        }
+        if (b_shared && a_folds && m > 0 && graft_cuda_gemm_layout_ok(nbatch * m, k, g.a_rs, g.a_cs)) {
+            g.m = nbatch * m;
+            g.nbatch = 1;
+            g.c_bs = g.m * n;
+        } else {
+            graft_tensor *t;
+            if (!la_uniform_batches(ac, nb, &g.a_bs)) {
+                if ((st = graft_tensor_contiguous(&t, ac))) goto done;
+                graft_tensor_release(ac);
+                ac = t;
+                g.a_rs = k, g.a_cs = 1, g.a_bs = m * k;
+            }
+            if (!la_uniform_batches(bc, nb, &g.b_bs)) {
+                if ((st = graft_tensor_contiguous(&t, bc))) goto done;
+                graft_tensor_release(bc);
+                bc = t;
+                g.b_rs = n, g.b_cs = 1, g.b_bs = k * n;
+            }
+        }
+    }
+    g.a = graft_tensor_data(ac);
+    g.b = graft_tensor_data(bc);
+    st = graft_cuda_gemm(&g, op);
+done:
+    graft_tensor_release(ac);
+    graft_tensor_release(bc);
+    return st;
+}
+
 /* c (contiguous, nbatch * m * n elements of c's dtype) = alpha * a @ b + beta * c, where
  * a is [batch..., m, k] and b is [batch..., k, n] with identical batch shapes (stride 0
  * where broadcast). a, b and c share a dtype. */
 static graft_status la_gemm(graft_tensor *c, graft_tensor *a, graft_tensor *b, double alpha, double beta,
                             const char *op) {
+    if (graft_tensor_device(c).type == GRAFT_CUDA) return la_gemm_cuda(c, a, b, alpha, beta, op);
     graft_tensor *ac = NULL, *bc = NULL, *cc = NULL;
     int64_t *offs = NULL;
     graft_status st = GRAFT_OK;
@@ -155,9 +259,40 @@ static graft_status la_view(graft_tensor **out, const graft_tensor *t, int ndim,
     return graft_tensor_view_of(out, t, ndim, shape, stride, t->offset);
 }
 
+/* ---- autocast ---- */
+
+typedef graft_status (*la_fn2)(graft_tensor **, graft_tensor *, graft_tensor *);
+typedef graft_status (*la_fn3)(graft_tensor **, graft_tensor *, graft_tensor *, graft_tensor *, double, double);
+
+/* fn(a, b) with the inputs cast by autocast's policy (autocast suspended inside). */
+static graft_status la_autocast2(graft_tensor **out, la_fn2 fn, graft_tensor *a, graft_tensor *b,
+                                 graft_autocast_policy p) {
+    graft_autocast_scope sc;
+    graft_tensor *ts[2] = {a, b};
+    *out = NULL;
+    graft_status st = graft_autocast_begin(&sc, ts, 2, p);
+    if (st) return st;
+    st = fn(out, ts[0], ts[1]);
+    graft_autocast_end(&sc);
+    return st;
+}
+
+static graft_status la_autocast3(graft_tensor **out, la_fn3 fn, graft_tensor *c, graft_tensor *a, graft_tensor *b,
+                                 double beta, double alpha) {
+    graft_autocast_scope sc;
+    graft_tensor *ts[3] = {c, a, b};
+    *out = NULL;
+    graft_status st = graft_autocast_begin(&sc, ts, 3, GRAFT_AUTOCAST_LOWER);
+    if (st) return st;
+    st = fn(out, ts[0], ts[1], ts[2], beta, alpha);
+    graft_autocast_end(&sc);
+    return st;
+}
+
 /* ---- matmul ---- */
 
 graft_status graft_linalg_matmul(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    if (GRAFT_AUTOCAST_ACTIVE()) return la_autocast2(out, graft_linalg_matmul, a, b, GRAFT_AUTOCAST_LOWER);
     if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_MATMUL, a, b);
     *out = NULL;
     graft_status st;
@@ -209,6 +344,7 @@ graft_status graft_linalg_matmul(graft_tensor **out, graft_tensor *a, graft_tens
 /* ---- the fixed-rank products ---- */
 
 graft_status graft_linalg_mm(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    if (GRAFT_AUTOCAST_ACTIVE()) return la_autocast2(out, graft_linalg_mm, a, b, GRAFT_AUTOCAST_LOWER);
     if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_MM, a, b);
     char x[SHAPE_BUF], y[SHAPE_BUF];
     *out = NULL;
@@ -241,6 +377,7 @@ static graft_status la_check_bmm(const graft_tensor *a, const graft_tensor *b, c
 }
 
 graft_status graft_linalg_bmm(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    if (GRAFT_AUTOCAST_ACTIVE()) return la_autocast2(out, graft_linalg_bmm, a, b, GRAFT_AUTOCAST_LOWER);
     if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_BMM, a, b);
     *out = NULL;
     graft_status st = la_check_bmm(a, b, "bmm");
@@ -255,6 +392,7 @@ graft_status graft_linalg_bmm(graft_tensor **out, graft_tensor *a, graft_tensor 
 }
 
 graft_status graft_linalg_mv(graft_tensor **out, graft_tensor *a, graft_tensor *v) {
+    if (GRAFT_AUTOCAST_ACTIVE()) return la_autocast2(out, graft_linalg_mv, a, v, GRAFT_AUTOCAST_LOWER);
     if (GRAFT_AG_ACTIVE(a->autograd || v->autograd)) return graft_ag_product2(out, GRAFT_AG_MV, a, v);
     char x[SHAPE_BUF], y[SHAPE_BUF];
     *out = NULL;
@@ -268,6 +406,7 @@ graft_status graft_linalg_mv(graft_tensor **out, graft_tensor *a, graft_tensor *
 }
 
 graft_status graft_linalg_dot(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    if (GRAFT_AUTOCAST_ACTIVE()) return la_autocast2(out, graft_linalg_dot, a, b, GRAFT_AUTOCAST_PROMOTE);
     if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_DOT, a, b);
     char x[SHAPE_BUF], y[SHAPE_BUF];
     *out = NULL;
@@ -302,15 +441,53 @@ OUTER_LOOP(outer_f32, float)
 OUTER_LOOP(outer_f64, double)
 OUTER_LOOP(outer_u64, uint64_t)
 
+/* outer on CUDA: a rank-1 product ([n, 1] x [1, m], exact products rounded once, as
+ * the CPU's a[:, None] * b) for floating dtypes; integers and bool through the
+ * elementwise product of the two broadcast views. */
+static graft_status la_outer_cuda(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
+    graft_dtype odt = graft_dtype_promote(a->dtype, b->dtype);
+    graft_tensor *ac = NULL, *bc = NULL, *a2 = NULL, *b2 = NULL;
+    int64_t n = a->shape[0], m = b->shape[0], shape[2] = {n, m};
+    graft_status st;
+    if (!graft_dtype_is_float(odt)) {
+        if (!(st = graft_unsqueeze(&a2, a, 1)) && !(st = graft_unsqueeze(&b2, b, 0))) st = graft_mul(out, a2, b2);
+        goto done;
+    }
+    if ((st = graft_tensor_to_dtype(&a2, a, odt)) || (st = graft_tensor_to_dtype(&b2, b, odt)) ||
+        (st = graft_tensor_contiguous(&ac, a2)) || (st = graft_tensor_contiguous(&bc, b2)) ||
+        (st = graft_tensor_empty(out, 2, shape, odt, graft_tensor_device(a))))
+        goto done;
+    graft_cuda_gemm_args g = {
+        .ab_dtype = odt, .c_dtype = odt, .device = graft_tensor_device(a).index,
+        .m = n, .n = m, .k = 1, .nbatch = 1,
+        .a = graft_tensor_data(ac), .a_rs = 1, .a_cs = 1,
+        .b = graft_tensor_data(bc), .b_rs = m, .b_cs = 1,
+        .c = graft_tensor_data(*out), .c_rs = m, .c_bs = n * m,
+        .alpha = 1.0, .beta = 0.0,
+    };
+    st = graft_cuda_gemm(&g, "outer");
+done:
+    if (st) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
+    graft_tensor_release(ac);
+    graft_tensor_release(bc);
+    graft_tensor_release(a2);
+    graft_tensor_release(b2);
+    return st;
+}
+
 graft_status graft_linalg_outer(graft_tensor **out, graft_tensor *a, graft_tensor *b) {
     if (GRAFT_AG_ACTIVE(a->autograd || b->autograd)) return graft_ag_product2(out, GRAFT_AG_OUTER, a, b);
     char x[SHAPE_BUF], y[SHAPE_BUF];
     *out = NULL;
-    graft_status st = la_check_cpu(a, "outer");
-    if (st || (st = la_check_cpu(b, "outer"))) return st;
+    graft_status st = la_check_devices(a, b, NULL, "outer");
+    if (st) return st;
     if (a->ndim != 1 || b->ndim != 1)
         return graft_error(GRAFT_ESHAPE, "outer: expected 1-D tensors, got %s and %s",
                            graft_shape_str(a->ndim, a->shape, x, sizeof x), graft_shape_str(b->ndim, b->shape, y, sizeof y));
+    if (graft_tensor_device(a).type == GRAFT_CUDA) return la_outer_cuda(out, a, b);
     graft_dtype odt = graft_dtype_promote(a->dtype, b->dtype), cdt = la_compute(odt);
     graft_tensor *ac = NULL, *bc = NULL, *ac2 = NULL, *bc2 = NULL, *o = NULL;
     int64_t shape[2] = {a->shape[0], b->shape[0]};
@@ -364,6 +541,7 @@ static graft_status la_addprod(graft_tensor **out, graft_tensor *input, graft_te
 
 graft_status graft_linalg_addmm(graft_tensor **out, graft_tensor *input, graft_tensor *m1, graft_tensor *m2,
                                 double beta, double alpha) {
+    if (GRAFT_AUTOCAST_ACTIVE()) return la_autocast3(out, graft_linalg_addmm, input, m1, m2, beta, alpha);
     if (GRAFT_AG_ACTIVE(input->autograd || m1->autograd || m2->autograd))
         return graft_ag_addprod(out, false, input, m1, m2, beta, alpha);
     char x[SHAPE_BUF], y[SHAPE_BUF];
@@ -379,6 +557,7 @@ graft_status graft_linalg_addmm(graft_tensor **out, graft_tensor *input, graft_t
 
 graft_status graft_linalg_baddbmm(graft_tensor **out, graft_tensor *input, graft_tensor *b1, graft_tensor *b2,
                                   double beta, double alpha) {
+    if (GRAFT_AUTOCAST_ACTIVE()) return la_autocast3(out, graft_linalg_baddbmm, input, b1, b2, beta, alpha);
     if (GRAFT_AG_ACTIVE(input->autograd || b1->autograd || b2->autograd))
         return graft_ag_addprod(out, true, input, b1, b2, beta, alpha);
     *out = NULL;

@@ -1,7 +1,8 @@
 /* graft ops: reduction front ends. Each one checks dims and dtypes with PyTorch's
- * rules, picks a compute dtype the CPU engine has kernels for (float32, float64, int64,
- * bool), converts the input when needed, runs core/cpu/reduce_cpu.c and converts the
- * result to the dtype PyTorch returns. */
+ * rules, then on the CPU picks a compute dtype the engine has kernels for (float32,
+ * float64, int64, bool), converts the input when needed, runs core/cpu/reduce_cpu.c and
+ * converts the result to the dtype PyTorch returns. CUDA tensors go to
+ * core/cuda/reduce.cu, which reads every dtype as it is. */
 #include "ops/reduce.h"
 
 #include <math.h>
@@ -9,6 +10,7 @@
 
 #include "autograd/record.h"
 #include "cpu/reduce_cpu.h"
+#include "cuda/reduce.h"
 
 /* ---- dims, shapes, dtypes ---- */
 
@@ -50,11 +52,7 @@ static graft_dtype red_compute(graft_dtype d) {
 
 static bool red_is_intlike(graft_dtype d) { return graft_dtype_is_int(d) || d == GRAFT_BOOL; }
 
-static graft_status red_check_cpu(const graft_tensor *t, const char *op) {
-    if (graft_tensor_device(t).type != GRAFT_CPU)
-        return graft_error(GRAFT_EDEVICE, "%s: only CPU tensors are supported in this build", op);
-    return GRAFT_OK;
-}
+static bool red_on_cuda(const graft_tensor *t) { return graft_tensor_device(t).type == GRAFT_CUDA; }
 
 /* max/min/argmax of nothing is undefined: PyTorch rejects an empty reduced dim, and a
  * reduction over everything of an empty tensor. */
@@ -71,11 +69,47 @@ static graft_status red_check_nonempty(const graft_tensor *t, uint32_t mask, boo
 
 /* ---- the common runner ---- */
 
+/* The CUDA runner: the kernels read t in its own dtype and write the dtype
+ * graft_cuda_reduce_dtype names, converted to odt afterwards when it differs. any/all
+ * run on bool (t converted first, as on the CPU); aux: LSE's per-output shift or NULL. */
+static graft_status red_run_cuda(graft_tensor **out, graft_tensor **idx_out, graft_tensor *t, uint32_t mask,
+                                 int ondim, const int64_t *oshape, graft_dtype odt, const graft_reduce_cfg *cfg,
+                                 graft_tensor *aux, const char *name) {
+    graft_tensor *x = NULL, *o = NULL, *idx = NULL;
+    graft_status st;
+    bool logic = cfg->op == GRAFT_RED_ANY || cfg->op == GRAFT_RED_ALL;
+    if (out) *out = NULL;
+    if (idx_out) *idx_out = NULL;
+    if ((st = graft_tensor_to_dtype(&x, t, logic ? GRAFT_BOOL : t->dtype))) goto done;
+    graft_dtype ndt = graft_cuda_reduce_dtype(cfg->op, x->dtype);
+    if (out && (st = graft_tensor_empty(&o, ondim, oshape, ndt, graft_tensor_device(t)))) goto done;
+    if (idx_out && (st = graft_tensor_empty(&idx, ondim, oshape, GRAFT_I64, graft_tensor_device(t)))) goto done;
+    if ((st = graft_cuda_reduce(o, idx, x, mask, cfg, aux, name))) goto done;
+    if (out) {
+        if ((st = graft_tensor_to_dtype(out, o, odt))) goto done;
+    }
+    if (idx_out) {
+        *idx_out = idx;
+        idx = NULL;
+    }
+done:
+    graft_tensor_release(x);
+    graft_tensor_release(o);
+    graft_tensor_release(idx);
+    if (st && out && *out) {
+        graft_tensor_release(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 /* Converts t to cdt, reduces the mask dims into fresh outputs of shape (ondim, oshape):
- * values (*out, converted to odt) and/or indices (*idx_out, int64). */
+ * values (*out, converted to odt) and/or indices (*idx_out, int64). CUDA tensors go to
+ * red_run_cuda. */
 static graft_status red_run(graft_tensor **out, graft_tensor **idx_out, graft_tensor *t, uint32_t mask, int ondim,
                             const int64_t *oshape, graft_dtype cdt, graft_dtype odt, const graft_reduce_cfg *cfg,
-                            const double *aux) {
+                            const double *aux, const char *name) {
+    if (red_on_cuda(t)) return red_run_cuda(out, idx_out, t, mask, ondim, oshape, odt, cfg, NULL, name);
     graft_tensor *x = NULL, *o = NULL, *idx = NULL;
     graft_status st;
     if (out) *out = NULL;
@@ -113,10 +147,10 @@ static graft_status red_simple(graft_tensor **out, graft_tensor *t, const int *d
     uint32_t mask;
     int64_t shape[GRAFT_MAX_DIMS];
     *out = NULL;
-    graft_status st = red_check_cpu(t, op);
-    if (st || (st = red_mask(&mask, t, dims, ndims, op))) return st;
+    graft_status st = red_mask(&mask, t, dims, ndims, op);
+    if (st) return st;
     int n = red_out_shape(t, mask, keepdim, shape);
-    return red_run(out, NULL, t, mask, n, shape, cdt, odt, cfg, NULL);
+    return red_run(out, NULL, t, mask, n, shape, cdt, odt, cfg, NULL, op);
 }
 
 /* ---- sums and products ---- */
@@ -179,12 +213,12 @@ static graft_status red_extreme(graft_tensor **out, graft_tensor *t, const int *
     uint32_t mask;
     int64_t shape[GRAFT_MAX_DIMS];
     *out = NULL;
-    graft_status st = red_check_cpu(t, name);
-    if (st || (st = red_mask(&mask, t, dims, ndims, name))) return st;
+    graft_status st = red_mask(&mask, t, dims, ndims, name);
+    if (st) return st;
     if ((st = red_check_nonempty(t, mask, ndims == 0, name))) return st;
     int n = red_out_shape(t, mask, keepdim, shape);
     graft_reduce_cfg cfg = {.op = op};
-    return red_run(out, NULL, t, mask, n, shape, red_compute(t->dtype), t->dtype, &cfg, NULL);
+    return red_run(out, NULL, t, mask, n, shape, red_compute(t->dtype), t->dtype, &cfg, NULL, name);
 }
 
 graft_status graft_reduce_amax(graft_tensor **out, graft_tensor *t, const int *dims, int ndims, bool keepdim) {
@@ -211,12 +245,12 @@ static graft_status red_extreme_dim(graft_tensor **values, graft_tensor **indice
     int64_t shape[GRAFT_MAX_DIMS];
     *values = NULL;
     *indices = NULL;
-    graft_status st = red_check_cpu(t, name);
-    if (st || (st = red_mask(&mask, t, &dim, 1, name))) return st;
+    graft_status st = red_mask(&mask, t, &dim, 1, name);
+    if (st) return st;
     if ((st = red_check_nonempty(t, mask, false, name))) return st;
     int n = red_out_shape(t, mask, keepdim, shape);
     graft_reduce_cfg cfg = {.op = op};
-    return red_run(values, indices, t, mask, n, shape, red_compute(t->dtype), t->dtype, &cfg, NULL);
+    return red_run(values, indices, t, mask, n, shape, red_compute(t->dtype), t->dtype, &cfg, NULL, name);
 }
 
 graft_status graft_reduce_max_dim(graft_tensor **values, graft_tensor **indices, graft_tensor *t, int dim,
@@ -235,8 +269,7 @@ graft_status graft_reduce_min_dim(graft_tensor **values, graft_tensor **indices,
 static graft_status red_arg(graft_tensor **out, graft_tensor *t, const int *dim, bool keepdim, graft_red_op op,
                             const char *name) {
     *out = NULL;
-    graft_status st = red_check_cpu(t, name);
-    if (st) return st;
+    graft_status st;
     if (t->dtype == GRAFT_BOOL) return graft_error(GRAFT_ETYPE, "%s: not implemented for bool tensors", name);
     graft_reduce_cfg cfg = {.op = op};
     graft_dtype cdt = red_compute(t->dtype);
@@ -246,7 +279,7 @@ static graft_status red_arg(graft_tensor **out, graft_tensor *t, const int *dim,
         if ((st = red_mask(&mask, t, dim, 1, name))) return st;
         if ((st = red_check_nonempty(t, mask, false, name))) return st;
         int n = red_out_shape(t, mask, keepdim, shape);
-        return red_run(NULL, out, t, mask, n, shape, cdt, cdt, &cfg, NULL);
+        return red_run(NULL, out, t, mask, n, shape, cdt, cdt, &cfg, NULL, name);
     }
     if ((st = red_check_nonempty(t, 0, true, name))) return st;
     graft_tensor *c = NULL, *flat = NULL;
@@ -254,7 +287,7 @@ static graft_status red_arg(graft_tensor **out, graft_tensor *t, const int *dim,
     int ondim = keepdim ? t->ndim : 0;
     for (int d = 0; d < ondim; d++) shape[d] = 1;
     if (!(st = graft_tensor_contiguous(&c, t)) && !(st = graft_tensor_view_of(&flat, c, 1, &n, &one, c->offset)))
-        st = red_run(NULL, out, flat, 1u, ondim, shape, cdt, cdt, &cfg, NULL);
+        st = red_run(NULL, out, flat, 1u, ondim, shape, cdt, cdt, &cfg, NULL, name);
     graft_tensor_release(flat);
     graft_tensor_release(c);
     return st;
@@ -309,23 +342,34 @@ graft_status graft_reduce_logsumexp(graft_tensor **out, graft_tensor *t, const i
     uint32_t mask;
     int64_t shape[GRAFT_MAX_DIMS];
     *out = NULL;
-    graft_status st = red_check_cpu(t, "logsumexp");
-    if (st || (st = red_mask(&mask, t, dims, ndims, "logsumexp"))) return st;
+    graft_status st = red_mask(&mask, t, dims, ndims, "logsumexp");
+    if (st) return st;
     graft_dtype cdt = t->dtype == GRAFT_F64 ? GRAFT_F64 : GRAFT_F32;
     graft_dtype odt = graft_dtype_is_float(t->dtype) ? t->dtype : GRAFT_F32;
     int n = red_out_shape(t, mask, keepdim, shape);
     graft_reduce_cfg cfg = {.op = GRAFT_RED_LSE};
-    if (graft_tensor_numel(t) == 0) return red_run(out, NULL, t, mask, n, shape, cdt, odt, &cfg, NULL);
-    graft_tensor *m = NULL, *m64 = NULL;
     graft_reduce_cfg mcfg = {.op = GRAFT_RED_MAX};
-    if (!(st = red_run(&m, NULL, t, mask, n, shape, cdt, cdt, &mcfg, NULL)) &&
+    graft_tensor *m = NULL, *m64 = NULL;
+    if (red_on_cuda(t)) { /* the kernel reads the shift m in x's dtype (a max of x is exact) */
+        graft_tensor *x = NULL;
+        if ((st = graft_tensor_to_dtype(&x, t, odt))) return st;
+        if (graft_tensor_numel(x) == 0)
+            st = red_run_cuda(out, NULL, x, mask, n, shape, odt, &cfg, NULL, "logsumexp");
+        else if (!(st = red_run_cuda(&m, NULL, x, mask, n, shape, odt, &mcfg, NULL, "logsumexp")))
+            st = red_run_cuda(out, NULL, x, mask, n, shape, odt, &cfg, m, "logsumexp");
+        graft_tensor_release(m);
+        graft_tensor_release(x);
+        return st;
+    }
+    if (graft_tensor_numel(t) == 0) return red_run(out, NULL, t, mask, n, shape, cdt, odt, &cfg, NULL, "logsumexp");
+    if (!(st = red_run(&m, NULL, t, mask, n, shape, cdt, cdt, &mcfg, NULL, "logsumexp")) &&
         !(st = graft_tensor_to_dtype(&m64, m, GRAFT_F64))) {
         double *a = graft_tensor_data(m64);
         int64_t k = graft_tensor_numel(m64);
         /* m64 may be m itself (float64 input): it is ours either way, and only the shift */
         for (int64_t i = 0; i < k; i++)
             if (isinf(a[i])) a[i] = 0;
-        st = red_run(out, NULL, t, mask, n, shape, cdt, odt, &cfg, a);
+        st = red_run(out, NULL, t, mask, n, shape, cdt, odt, &cfg, a, "logsumexp");
     }
     graft_tensor_release(m64);
     graft_tensor_release(m);
@@ -353,12 +397,19 @@ graft_status graft_reduce_all(graft_tensor **out, graft_tensor *t, const int *di
 static graft_status red_scan(graft_tensor **out, graft_tensor *t, int dim, int dtype, bool prod, const char *name) {
     *out = NULL;
     int d;
-    graft_status st = red_check_cpu(t, name);
-    if (st || (st = graft_wrap_dim(&d, dim, t->ndim, name))) return st;
+    graft_status st = graft_wrap_dim(&d, dim, t->ndim, name);
+    if (st) return st;
     if (dtype >= GRAFT_NDTYPES) return graft_error(GRAFT_ETYPE, "%s: unknown dtype %d", name, dtype);
     graft_tensor *src = NULL, *x = NULL, *xc = NULL, *y = NULL;
     graft_dtype odt = dtype >= 0 ? (graft_dtype)dtype : red_is_intlike(t->dtype) ? GRAFT_I64 : t->dtype;
     if ((st = graft_tensor_to_dtype(&src, t, odt))) goto done;
+    if (red_on_cuda(t)) { /* the kernels accumulate in float/double/int64 themselves */
+        if ((st = graft_tensor_empty(&y, t->ndim, t->shape, odt, graft_tensor_device(t)))) goto done;
+        if ((st = graft_cuda_scan(y, src, d, prod, name))) goto done;
+        *out = y;
+        y = NULL;
+        goto done;
+    }
     graft_dtype cdt = red_compute(odt);
     if ((st = graft_tensor_to_dtype(&x, src, cdt))) goto done;
     if ((st = graft_tensor_contiguous(&xc, x))) goto done;

@@ -10,6 +10,9 @@
  *     if (graft_reduce_sum(&s, x, dims, 1, false, -1)) puts(graft_last_error());
  *
  * Float32 sums accumulate in double; int and bool sums and products give int64.
+ * CUDA tensors reduce on their device (core/cuda/reduce.cu): float32 and 16-bit floats
+ * accumulate in float there (as PyTorch on CUDA), float64 in double, ints in int64, and
+ * every result is deterministic (fixed launch shapes, no atomics).
  */
 #ifndef GRAFT_REDUCE_H
 #define GRAFT_REDUCE_H

@@ -13,9 +13,11 @@
 #include "optim/optim.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tensor/iter.h"
+#include "cuda/optim.h"
 
 #if defined(__AVX__) && defined(__FMA__)
 #define OPT_VEC 1
@@ -119,16 +121,18 @@ static graft_status opt_check(const char *op, const graft_tensor *p, graft_tenso
     if (p->dtype != GRAFT_F32 && p->dtype != GRAFT_F64)
         return graft_error(GRAFT_ETYPE, "%s: parameters of dtype %s are not supported (float32 and float64 are)",
                            op, graft_dtype_name(p->dtype));
-    if (graft_tensor_device(p).type != GRAFT_CPU)
-        return graft_error(GRAFT_EDEVICE, "%s: the parameter is not on the CPU", op);
     for (int k = 0; k < n; k++) {
         const graft_tensor *x = t[k];
         if (!x) return graft_error(GRAFT_EINVAL, "%s: %s is missing", op, names[k]);
         if (x->dtype != p->dtype)
             return graft_error(GRAFT_ETYPE, "%s: %s is %s, the parameter is %s", op, names[k],
                                graft_dtype_name(x->dtype), graft_dtype_name(p->dtype));
-        if (!graft_device_eq(graft_tensor_device(x), graft_tensor_device(p)))
-            return graft_error(GRAFT_EDEVICE, "%s: %s is on another device than the parameter", op, names[k]);
+        if (!graft_device_eq(graft_tensor_device(x), graft_tensor_device(p))) {
+            char d1[32], d2[32];
+            return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s "
+                               "(the parameter and its %s)", op, graft_device_str(graft_tensor_device(p), d1),
+                               graft_device_str(graft_tensor_device(x), d2), names[k]);
+        }
         bool same = x->ndim == p->ndim;
         for (int dd = 0; same && dd < p->ndim; dd++) same = x->shape[dd] == p->shape[dd];
         if (!same)
@@ -137,6 +141,37 @@ static graft_status opt_check(const char *op, const graft_tensor *p, graft_tenso
                                graft_shape_str(p->ndim, p->shape, b2, sizeof b2));
     }
     return GRAFT_OK;
+}
+
+static bool opt_on_cuda(const graft_tensor *p) { return graft_tensor_device(p).type == GRAFT_CUDA; }
+
+/* Every parameter of a list on the first one's device (PyTorch's foreach rule). */
+static graft_status opt_check_list(const char *op, int n, graft_tensor *const *p, int *bad) {
+    for (int i = 0; i < n; i++) {
+        if (!p[i]) {
+            *bad = i;
+            return graft_error(GRAFT_EINVAL, "%s: parameter %d is missing", op, i + 1);
+        }
+        if (!graft_device_eq(graft_tensor_device(p[i]), graft_tensor_device(p[0]))) {
+            char d1[32], d2[32];
+            *bad = i;
+            return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s",
+                               op, graft_device_str(graft_tensor_device(p[0]), d1),
+                               graft_device_str(graft_tensor_device(p[i]), d2));
+        }
+    }
+    return GRAFT_OK;
+}
+
+/* Bumps the version of every tensor of a list (NULL list: nothing). */
+static void opt_bump_list(int n, graft_tensor *const *t) {
+    if (!t) return;
+    for (int i = 0; i < n; i++) graft_tensor_bump(t[i]);
+}
+
+/* PyTorch's lerp weight test |w| < 0.5 in the parameter's dtype. */
+static bool opt_lerp_small(graft_dtype d, double one_minus_beta) {
+    return d == GRAFT_F32 ? fabsf((float)one_minus_beta) < 0.5f : fabs(one_minus_beta) < 0.5;
 }
 
 /* Runs fn over the operands (all of p's shape; unused slots hold p itself and are never
@@ -186,11 +221,46 @@ graft_status graft_optim_sgd(graft_tensor *p, graft_tensor *grad, graft_tensor *
     static const char *const names[2] = {"grad", "momentum_buffer"};
     graft_status st = opt_check("sgd", p, chk, names, c.has_mom ? 2 : 1);
     if (st) return st;
+    if (opt_on_cuda(p)) {
+        int bad;
+        return graft_optim_sgd_multi(1, &p, &grad, c.has_mom ? &buf : NULL, &first, a, &bad);
+    }
     graft_tensor *ops[3] = {p, grad, c.has_mom ? buf : p};
     st = opt_run(ops, 3, p, p->dtype == GRAFT_F32 ? sgd_32_loop : sgd_64_loop, &c);
     if (st) return st;
     graft_tensor_bump(p);
     if (c.has_mom) graft_tensor_bump(buf);
+    return GRAFT_OK;
+}
+
+graft_status graft_optim_sgd_multi(int n, graft_tensor *const *p, graft_tensor *const *grad, graft_tensor *const *buf,
+                                   const bool *first, const graft_optim_sgd_args *a, int *bad) {
+    static const char *const names[2] = {"grad", "momentum_buffer"};
+    bool mom = a->momentum != 0;
+    graft_status st;
+    *bad = -1;
+    if (n <= 0) return GRAFT_OK;
+    if ((st = opt_check_list("sgd", n, p, bad))) return st;
+    for (int i = 0; i < n; i++) {
+        graft_tensor *chk[2] = {grad[i], mom ? buf[i] : NULL};
+        if ((st = opt_check("sgd", p[i], chk, names, mom ? 2 : 1))) {
+            *bad = i;
+            return st;
+        }
+    }
+    if (!opt_on_cuda(p[0])) {
+        for (int i = 0; i < n; i++) {
+            if ((st = graft_optim_sgd(p[i], grad[i], mom ? buf[i] : NULL, first && first[i], a))) {
+                *bad = i;
+                return st;
+            }
+        }
+        return GRAFT_OK;
+    }
+    graft_cuda_optim_lists l = {.n = n, .op = {p, grad, mom ? buf : NULL, NULL, NULL}, .first = first};
+    if ((st = graft_cuda_optim_sgd(&l, a))) return st;
+    opt_bump_list(n, p);
+    if (mom) opt_bump_list(n, buf);
     return GRAFT_OK;
 }
 
@@ -240,6 +310,14 @@ typedef struct {
     } while (0)
 OPT_KERNELS(adam)
 
+/* The per-tensor scalars of step t, in double as PyTorch's Python floats:
+ * step_size = lr / (1 - beta1 ** t), bc2_sqrt = sqrt(1 - beta2 ** t). */
+static void adam_scalars(const graft_optim_adam_args *a, double step, double *step_size, double *bc2_sqrt) {
+    double bc1 = 1.0 - pow(a->beta1, step), bc2 = 1.0 - pow(a->beta2, step);
+    *step_size = a->lr / bc1;
+    *bc2_sqrt = sqrt(bc2);
+}
+
 graft_status graft_optim_adam(graft_tensor *p, graft_tensor *grad, graft_tensor *m, graft_tensor *v,
                               graft_tensor *vmax, const graft_optim_adam_args *a) {
     const char *op = a->decoupled ? "adamw" : "adam";
@@ -247,14 +325,16 @@ graft_status graft_optim_adam(graft_tensor *p, graft_tensor *grad, graft_tensor 
     static const char *const names[4] = {"grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
     graft_status st = opt_check(op, p, chk, names, a->amsgrad ? 4 : 3);
     if (st) return st;
-    /* the bias corrections in double, as PyTorch's Python floats: 1 - beta ** step */
-    double bc1 = 1.0 - pow(a->beta1, a->step), bc2 = 1.0 - pow(a->beta2, a->step);
-    float lw32 = (float)(1.0 - a->beta1);
-    double lw64 = 1.0 - a->beta1;
+    if (opt_on_cuda(p)) {
+        int bad;
+        return graft_optim_adam_multi(1, &p, &grad, &m, &v, a->amsgrad ? &vmax : NULL, &a->step, a, &bad);
+    }
+    double step_size, bc2_sqrt;
+    adam_scalars(a, a->step, &step_size, &bc2_sqrt);
     adam_ctx c = {.a = *a, .nops = 5, .has_wd = a->weight_decay != 0,
                   .decay = 1.0 - a->lr * a->weight_decay != 1.0,
-                  .lerp_small = p->dtype == GRAFT_F32 ? fabsf(lw32) < 0.5f : fabs(lw64) < 0.5,
-                  .step_size = a->lr / bc1, .bc2_sqrt = sqrt(bc2)};
+                  .lerp_small = opt_lerp_small(p->dtype, 1.0 - a->beta1),
+                  .step_size = step_size, .bc2_sqrt = bc2_sqrt};
     graft_tensor *ops[5] = {p, grad, m, v, a->amsgrad ? vmax : p};
     st = opt_run(ops, 5, p, p->dtype == GRAFT_F32 ? adam_32_loop : adam_64_loop, &c);
     if (st) return st;
@@ -262,6 +342,50 @@ graft_status graft_optim_adam(graft_tensor *p, graft_tensor *grad, graft_tensor 
     graft_tensor_bump(m);
     graft_tensor_bump(v);
     if (a->amsgrad) graft_tensor_bump(vmax);
+    return GRAFT_OK;
+}
+
+graft_status graft_optim_adam_multi(int n, graft_tensor *const *p, graft_tensor *const *grad, graft_tensor *const *m,
+                                    graft_tensor *const *v, graft_tensor *const *vmax, const double *step,
+                                    const graft_optim_adam_args *a, int *bad) {
+    const char *op = a->decoupled ? "adamw" : "adam";
+    static const char *const names[4] = {"grad", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+    graft_status st;
+    *bad = -1;
+    if (n <= 0) return GRAFT_OK;
+    if ((st = opt_check_list(op, n, p, bad))) return st;
+    for (int i = 0; i < n; i++) {
+        graft_tensor *chk[4] = {grad[i], m[i], v[i], a->amsgrad ? vmax[i] : NULL};
+        if ((st = opt_check(op, p[i], chk, names, a->amsgrad ? 4 : 3))) {
+            *bad = i;
+            return st;
+        }
+    }
+    if (!opt_on_cuda(p[0])) {
+        graft_optim_adam_args ai = *a;
+        for (int i = 0; i < n; i++) {
+            ai.step = step[i];
+            if ((st = graft_optim_adam(p[i], grad[i], m[i], v[i], a->amsgrad ? vmax[i] : NULL, &ai))) {
+                *bad = i;
+                return st;
+            }
+        }
+        return GRAFT_OK;
+    }
+    double *k = malloc(2 * (size_t)n * sizeof *k);
+    if (!k) return graft_error(GRAFT_ENOMEM, "%s: out of memory", op);
+    for (int i = 0; i < n; i++) {
+        adam_scalars(a, step[i], &k[i], &k[n + i]);
+        k[i] = -k[i];
+    }
+    graft_cuda_optim_lists l = {.n = n, .op = {p, grad, m, v, a->amsgrad ? vmax : NULL}, .k0 = k, .k1 = k + n};
+    st = graft_cuda_optim_adam(&l, a, opt_lerp_small(p[0]->dtype, 1.0 - a->beta1));
+    free(k);
+    if (st) return st;
+    opt_bump_list(n, p);
+    opt_bump_list(n, m);
+    opt_bump_list(n, v);
+    if (a->amsgrad) opt_bump_list(n, vmax);
     return GRAFT_OK;
 }
 
@@ -317,10 +441,13 @@ graft_status graft_optim_rmsprop(graft_tensor *p, graft_tensor *grad, graft_tens
     int n = 2 + (a->centered ? 1 : 0) + (mom ? 1 : 0);
     graft_status st = opt_check("rmsprop", p, chk, names, n);
     if (st) return st;
-    float lw32 = (float)(1.0 - a->alpha);
-    double lw64 = 1.0 - a->alpha;
+    if (opt_on_cuda(p)) {
+        int bad;
+        return graft_optim_rmsprop_multi(1, &p, &grad, &square_avg, a->centered ? &grad_avg : NULL,
+                                         mom ? &buf : NULL, a, &bad);
+    }
     rmsprop_ctx c = {.a = *a, .nops = 5, .has_wd = a->weight_decay != 0, .has_mom = mom,
-                     .lerp_small = p->dtype == GRAFT_F32 ? fabsf(lw32) < 0.5f : fabs(lw64) < 0.5};
+                     .lerp_small = opt_lerp_small(p->dtype, 1.0 - a->alpha)};
     graft_tensor *ops[5] = {p, grad, square_avg, a->centered ? grad_avg : p, mom ? buf : p};
     st = opt_run(ops, 5, p, p->dtype == GRAFT_F32 ? rmsprop_32_loop : rmsprop_64_loop, &c);
     if (st) return st;
@@ -328,6 +455,43 @@ graft_status graft_optim_rmsprop(graft_tensor *p, graft_tensor *grad, graft_tens
     graft_tensor_bump(square_avg);
     if (a->centered) graft_tensor_bump(grad_avg);
     if (mom) graft_tensor_bump(buf);
+    return GRAFT_OK;
+}
+
+graft_status graft_optim_rmsprop_multi(int n, graft_tensor *const *p, graft_tensor *const *grad,
+                                       graft_tensor *const *square_avg, graft_tensor *const *grad_avg,
+                                       graft_tensor *const *buf, const graft_optim_rmsprop_args *a, int *bad) {
+    bool mom = a->momentum > 0;
+    const char *names[4] = {"grad", "square_avg", a->centered ? "grad_avg" : "momentum_buffer", "momentum_buffer"};
+    int nchk = 2 + (a->centered ? 1 : 0) + (mom ? 1 : 0);
+    graft_status st;
+    *bad = -1;
+    if (n <= 0) return GRAFT_OK;
+    if ((st = opt_check_list("rmsprop", n, p, bad))) return st;
+    for (int i = 0; i < n; i++) {
+        graft_tensor *ga = a->centered ? grad_avg[i] : NULL, *b = mom ? buf[i] : NULL;
+        graft_tensor *chk[4] = {grad[i], square_avg[i], a->centered ? ga : b, b};
+        if ((st = opt_check("rmsprop", p[i], chk, names, nchk))) {
+            *bad = i;
+            return st;
+        }
+    }
+    if (!opt_on_cuda(p[0])) {
+        for (int i = 0; i < n; i++) {
+            if ((st = graft_optim_rmsprop(p[i], grad[i], square_avg[i], a->centered ? grad_avg[i] : NULL,
+                                          mom ? buf[i] : NULL, a))) {
+                *bad = i;
+                return st;
+            }
+        }
+        return GRAFT_OK;
+    }
+    graft_cuda_optim_lists l = {.n = n, .op = {p, grad, square_avg, a->centered ? grad_avg : NULL, mom ? buf : NULL}};
+    if ((st = graft_cuda_optim_rmsprop(&l, a, opt_lerp_small(p[0]->dtype, 1.0 - a->alpha)))) return st;
+    opt_bump_list(n, p);
+    opt_bump_list(n, square_avg);
+    if (a->centered) opt_bump_list(n, grad_avg);
+    if (mom) opt_bump_list(n, buf);
     return GRAFT_OK;
 }
 
@@ -361,6 +525,10 @@ graft_status graft_optim_adagrad(graft_tensor *p, graft_tensor *grad, graft_tens
     static const char *const names[2] = {"grad", "sum"};
     graft_status st = opt_check("adagrad", p, chk, names, 2);
     if (st) return st;
+    if (opt_on_cuda(p)) {
+        int bad;
+        return graft_optim_adagrad_multi(1, &p, &grad, &sum, &a->step, a, &bad);
+    }
     adagrad_ctx c = {.a = *a, .nops = 3, .has_wd = a->weight_decay != 0,
                      .clr = a->lr / (1.0 + (a->step - 1.0) * a->lr_decay)};
     graft_tensor *ops[3] = {p, grad, sum};
@@ -368,5 +536,43 @@ graft_status graft_optim_adagrad(graft_tensor *p, graft_tensor *grad, graft_tens
     if (st) return st;
     graft_tensor_bump(p);
     graft_tensor_bump(sum);
+    return GRAFT_OK;
+}
+
+graft_status graft_optim_adagrad_multi(int n, graft_tensor *const *p, graft_tensor *const *grad,
+                                       graft_tensor *const *sum, const double *step,
+                                       const graft_optim_adagrad_args *a, int *bad) {
+    static const char *const names[2] = {"grad", "sum"};
+    graft_status st;
+    *bad = -1;
+    if (n <= 0) return GRAFT_OK;
+    if ((st = opt_check_list("adagrad", n, p, bad))) return st;
+    for (int i = 0; i < n; i++) {
+        graft_tensor *chk[2] = {grad[i], sum[i]};
+        if ((st = opt_check("adagrad", p[i], chk, names, 2))) {
+            *bad = i;
+            return st;
+        }
+    }
+    if (!opt_on_cuda(p[0])) {
+        graft_optim_adagrad_args ai = *a;
+        for (int i = 0; i < n; i++) {
+            ai.step = step[i];
+            if ((st = graft_optim_adagrad(p[i], grad[i], sum[i], &ai))) {
+                *bad = i;
+                return st;
+            }
+        }
+        return GRAFT_OK;
+    }
+    double *k = malloc((size_t)n * sizeof *k);
+    if (!k) return graft_error(GRAFT_ENOMEM, "adagrad: out of memory");
+    for (int i = 0; i < n; i++) k[i] = -(a->lr / (1.0 + (step[i] - 1.0) * a->lr_decay));
+    graft_cuda_optim_lists l = {.n = n, .op = {p, grad, sum, NULL, NULL}, .k0 = k};
+    st = graft_cuda_optim_adagrad(&l, a);
+    free(k);
+    if (st) return st;
+    opt_bump_list(n, p);
+    opt_bump_list(n, sum);
     return GRAFT_OK;
 }

@@ -10,10 +10,17 @@
  *     graft_optim_sgd_args a = {.lr = 0.1, .momentum = 0.9};
  *     if (graft_optim_sgd(p, p_grad, buf, first_step, &a)) puts(graft_last_error());
  *
- * Tensors are borrowed. p, grad and the state tensors must share p's shape and dtype
- * (float32 or float64, CPU); any strides are accepted. Each written tensor's version is
- * bumped. Scalars are doubles, as PyTorch's Python floats, rounded to the tensor's dtype
- * where PyTorch rounds them.
+ * Tensors are borrowed. p, grad and the state tensors must share p's shape, dtype
+ * (float32 or float64) and device (CPU or CUDA); any strides are accepted. Each written
+ * tensor's version is bumped. Scalars are doubles, as PyTorch's Python floats, rounded to
+ * the tensor's dtype where PyTorch rounds them. CUDA tensors get the same arithmetic
+ * (core/cuda/optim.cu), so a step on the GPU gives the CPU's bits.
+ *
+ * The *_multi forms update a list of parameters (PyTorch's foreach): every parameter on
+ * one device; on CUDA the whole list is one kernel launch, on the CPU a loop over the
+ * single-tensor form. State lists are indexed like p (NULL where the single form takes
+ * NULL). All tensors are checked before any is written; on an error *bad is the index
+ * of the parameter at fault (-1 when none is).
  */
 #ifndef GRAFT_OPTIM_H
 #define GRAFT_OPTIM_H
@@ -33,6 +40,9 @@ typedef struct {
  * written with d (PyTorch's clone of the first gradient), never read. */
 graft_status graft_optim_sgd(graft_tensor *p, graft_tensor *grad, graft_tensor *buf, bool first,
                              const graft_optim_sgd_args *a);
+/* buf: NULL when momentum is 0; first[i] as `first` above (first NULL: all false). */
+graft_status graft_optim_sgd_multi(int n, graft_tensor *const *p, graft_tensor *const *grad, graft_tensor *const *buf,
+                                   const bool *first, const graft_optim_sgd_args *a, int *bad);
 
 /* ---- Adam / AdamW ----
  * g = ±grad; Adam: g += weight_decay·p; AdamW: p *= 1 − lr·weight_decay first.
@@ -50,6 +60,10 @@ typedef struct {
 /* vmax: NULL unless amsgrad. */
 graft_status graft_optim_adam(graft_tensor *p, graft_tensor *grad, graft_tensor *m, graft_tensor *v,
                               graft_tensor *vmax, const graft_optim_adam_args *a);
+/* step[i]: t of parameter i (a->step is not read). vmax: NULL unless amsgrad. */
+graft_status graft_optim_adam_multi(int n, graft_tensor *const *p, graft_tensor *const *grad, graft_tensor *const *m,
+                                    graft_tensor *const *v, graft_tensor *const *vmax, const double *step,
+                                    const graft_optim_adam_args *a, int *bad);
 
 /* ---- RMSprop ----
  * g = ±grad (+ weight_decay·p); s = α·s + (1 − α)·g²; centered: a = α·a + (1 − α)·g
@@ -63,6 +77,9 @@ typedef struct {
 /* grad_avg: NULL unless centered; buf: NULL unless momentum > 0 (zeros on the first step). */
 graft_status graft_optim_rmsprop(graft_tensor *p, graft_tensor *grad, graft_tensor *square_avg,
                                  graft_tensor *grad_avg, graft_tensor *buf, const graft_optim_rmsprop_args *a);
+graft_status graft_optim_rmsprop_multi(int n, graft_tensor *const *p, graft_tensor *const *grad,
+                                       graft_tensor *const *square_avg, graft_tensor *const *grad_avg,
+                                       graft_tensor *const *buf, const graft_optim_rmsprop_args *a, int *bad);
 
 /* ---- Adagrad ----
  * g = ±grad (+ weight_decay·p); clr = lr / (1 + (t − 1)·lr_decay); sum += g²;
@@ -75,5 +92,9 @@ typedef struct {
 
 graft_status graft_optim_adagrad(graft_tensor *p, graft_tensor *grad, graft_tensor *sum,
                                  const graft_optim_adagrad_args *a);
+/* step[i]: t of parameter i (a->step is not read). */
+graft_status graft_optim_adagrad_multi(int n, graft_tensor *const *p, graft_tensor *const *grad,
+                                       graft_tensor *const *sum, const double *step,
+                                       const graft_optim_adagrad_args *a, int *bad);
 
 #endif

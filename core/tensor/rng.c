@@ -1,7 +1,11 @@
 /* graft core: Philox4x32-10 and the fills built on it (see rng.h). Fills generate in
  * element order over a contiguous scratch buffer and then copy into t, so the values
- * do not depend on t's strides or on the thread count. */
+ * do not depend on t's strides or on the thread count. CUDA tensors are filled on the
+ * device (core/cuda/random.cu) from the same words with the same arithmetic: a seed
+ * gives the same values on either device. */
 #include "rng.h"
+
+#include "cuda/random.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -51,6 +55,29 @@ static void rng_words(uint64_t seed, uint64_t base, uint32_t *words, int64_t n) 
     }
 }
 
+/* A CUDA tensor: generated in place when contiguous (and int64 for randint), else into
+ * a contiguous device buffer copied into t, as the CPU does. */
+static graft_status rng_fill_cuda(graft_tensor *t, int kind, double a, double b, int64_t ia, int64_t ib,
+                                  uint64_t nblocks) {
+    graft_tensor *tmp = NULL, *dst = t;
+    graft_status st = GRAFT_OK;
+    bool direct = graft_tensor_is_contiguous(t) && (kind != GRAFT_RNG_RANDINT || t->dtype == GRAFT_I64);
+    if (!direct) {
+        st = graft_tensor_empty(&tmp, t->ndim, t->shape, kind == GRAFT_RNG_RANDINT ? GRAFT_I64 : t->dtype,
+                                graft_tensor_device(t));
+        if (st) return st;
+        dst = tmp;
+    }
+    st = graft_cuda_rng_fill(dst, kind, a, b, ia, ib, rng_global.seed, graft_rng_reserve(nblocks));
+    if (!st && tmp) st = graft_tensor_copy_(t, tmp); /* copy_ marks t written */
+    else if (!st) graft_tensor_bump(t);
+    graft_tensor_release(tmp);
+    return st;
+}
+
+/* The values: uniform  a + (b - a) u, normal  a + b z (Box-Muller), randint
+ * ia + r mod (ib - ia), each add fused (fma) so that the device, which computes the same
+ * expressions, rounds identically. */
 static graft_status rng_fill(graft_tensor *t, int kind, double a, double b, int64_t ia, int64_t ib) {
     int64_t n = graft_tensor_numel(t);
     if (n == 0) return GRAFT_OK;
@@ -59,6 +86,7 @@ static graft_status rng_fill(graft_tensor *t, int kind, double a, double b, int6
      * but yield 2 values), keep it simple: 2 words per element for normals and ints. */
     int64_t wpe = (kind == 0 && !f64) ? 1 : 2;
     if (kind == 1 && f64) wpe = 4;
+    if (graft_tensor_device(t).type == GRAFT_CUDA) return rng_fill_cuda(t, kind, a, b, ia, ib, (uint64_t)(n * wpe + 3) / 4);
     uint32_t *words = malloc(sizeof(uint32_t) * (size_t)(n * wpe + 4));
     graft_tensor *tmp = NULL;
     if (!words) return graft_error(GRAFT_ENOMEM, "random: out of memory");
@@ -73,10 +101,10 @@ static graft_status rng_fill(graft_tensor *t, int kind, double a, double b, int6
         if (kind == 0) {
             if (f64) {
                 uint64_t bits = (((uint64_t)w[0] << 32) | w[1]) >> 11;
-                ((double *)out)[i] = a + (b - a) * ((double)bits * 0x1.0p-53);
+                ((double *)out)[i] = fma(b - a, (double)bits * 0x1.0p-53, a);
             } else {
                 float u = (float)(w[0] >> 8) * 0x1.0p-24f;
-                ((float *)out)[i] = (float)(a + (b - a) * u);
+                ((float *)out)[i] = (float)fma(b - a, (double)u, a);
             }
         } else if (kind == 1) {
             double u1, u2;
@@ -88,8 +116,8 @@ static graft_status rng_fill(graft_tensor *t, int kind, double a, double b, int6
                 u2 = (double)(w[1] >> 8) * 0x1.0p-24;
             }
             double z = sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
-            if (f64) ((double *)out)[i] = a + b * z;
-            else ((float *)out)[i] = (float)(a + b * z);
+            if (f64) ((double *)out)[i] = fma(b, z, a);
+            else ((float *)out)[i] = (float)fma(b, z, a);
         } else {
             uint64_t r = ((uint64_t)w[0] << 32) | w[1];
             uint64_t range = (uint64_t)(ib - ia);
@@ -106,26 +134,35 @@ graft_status graft_rng_uniform_(graft_tensor *t, double low, double high) {
     if (!graft_dtype_is_float(t->dtype))
         return graft_error(GRAFT_ETYPE, "uniform_: expected a floating dtype, got %s", graft_dtype_name(t->dtype));
     if (!(low <= high)) return graft_error(GRAFT_EINVAL, "uniform_: expected from <= to, got %g > %g", low, high);
-    return rng_fill(t, 0, low, high, 0, 0);
+    return rng_fill(t, GRAFT_RNG_UNIFORM, low, high, 0, 0);
 }
 
 graft_status graft_rng_normal_(graft_tensor *t, double mean, double std) {
     if (!graft_dtype_is_float(t->dtype))
         return graft_error(GRAFT_ETYPE, "normal_: expected a floating dtype, got %s", graft_dtype_name(t->dtype));
     if (!(std >= 0)) return graft_error(GRAFT_EINVAL, "normal_: expected std >= 0, got %g", std);
-    return rng_fill(t, 1, mean, std, 0, 0);
+    return rng_fill(t, GRAFT_RNG_NORMAL, mean, std, 0, 0);
 }
 
 graft_status graft_rng_randint_(graft_tensor *t, int64_t low, int64_t high) {
     if (!(low < high))
         return graft_error(GRAFT_EINVAL, "randint: expected low < high, got low=%lld, high=%lld",
                            (long long)low, (long long)high);
-    return rng_fill(t, 2, 0, 0, low, high);
+    return rng_fill(t, GRAFT_RNG_RANDINT, 0, 0, low, high);
 }
 
+/* Fisher-Yates on the host (sequential by nature); a CUDA tensor gets a copy. */
 graft_status graft_rng_randperm_(graft_tensor *t) {
     if (t->dtype != GRAFT_I64 || t->ndim != 1 || !graft_tensor_is_contiguous(t))
         return graft_error(GRAFT_EINTERNAL, "randperm: expects a contiguous 1-d int64 tensor");
+    if (graft_tensor_device(t).type == GRAFT_CUDA) {
+        graft_tensor *tmp;
+        graft_status st = graft_tensor_empty(&tmp, 1, t->shape, GRAFT_I64, graft_cpu);
+        if (st) return st;
+        if (!(st = graft_rng_randperm_(tmp))) st = graft_tensor_copy_(t, tmp);
+        graft_tensor_release(tmp);
+        return st;
+    }
     int64_t n = t->shape[0], *p = graft_tensor_data(t);
     for (int64_t i = 0; i < n; i++) p[i] = i;
     for (int64_t i = n - 1; i > 0; i--) {

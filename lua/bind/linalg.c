@@ -1,10 +1,17 @@
 /* graft bindings: matrix products. Lua has no `@`, so a:matmul(b) (or graft.matmul(a,
  * b)) is the general product; mm, bmm, mv, dot, outer, addmm and baddbmm follow
- * PyTorch, with beta and alpha in a trailing options table. */
+ * PyTorch, with beta and alpha in a trailing options table. Also the precision
+ * switches of the products (graft.backends.cuda.matmul.allow_tf32,
+ * graft.backends.cudnn.allow_tf32, graft.set_float32_matmul_precision) and
+ * graft.autocast(fn, {dtype = "bfloat16"}), the mixed-precision region. */
 #include "bind.h"
 
 #include <dlfcn.h>
+#include <string.h>
 
+#include "cuda/conv.h"
+#include "nn/conv.h"
+#include "ops/autocast.h"
 #include "ops/linalg.h"
 
 typedef graft_status (*lb_binary_fn)(graft_tensor **, graft_tensor *, graft_tensor *);
@@ -38,6 +45,144 @@ static int lb_addprod(lua_State *L, lb_add_fn fn) {
 static int l_addmm(lua_State *L) { return lb_addprod(L, graft_linalg_addmm); }
 static int l_baddbmm(lua_State *L) { return lb_addprod(L, graft_linalg_baddbmm); }
 
+/* ---- precision switches ---- */
+
+/* graft.set_float32_matmul_precision("highest" | "high" | "medium"): "high" and
+ * "medium" allow TF32 in float32 products on CUDA, as PyTorch. */
+static int l_set_precision(lua_State *L) {
+    static const char *const names[] = {"highest", "high", "medium", NULL};
+    int i = luaL_checkoption(L, 1, NULL, names);
+    graft_linalg_set_allow_tf32(i > 0);
+    return 0;
+}
+
+static int l_get_precision(lua_State *L) {
+    lua_pushstring(L, graft_linalg_allow_tf32() ? "high" : "highest");
+    return 1;
+}
+
+/* The switch tables: t.allow_tf32 reads and writes the C setting named by upvalue 1
+ * (0 matmul, 1 convolutions); other keys are plain fields. */
+static int lb_switch_index(lua_State *L) {
+    int which = (int)lua_tointeger(L, lua_upvalueindex(1));
+    const char *k = lua_tostring(L, 2);
+    if (k && strcmp(k, "allow_tf32") == 0) {
+        lua_pushboolean(L, which == 0 ? graft_linalg_allow_tf32() : graft_conv_allow_tf32());
+        return 1;
+    }
+    lua_pushnil(L);
+    return 1;
+}
+
+static int lb_switch_newindex(lua_State *L) {
+    int which = (int)lua_tointeger(L, lua_upvalueindex(1));
+    const char *k = lua_tostring(L, 2);
+    if (k && strcmp(k, "allow_tf32") == 0) {
+        luaL_argexpected(L, lua_isboolean(L, 3), 3, "boolean");
+        if (which == 0) graft_linalg_set_allow_tf32(lua_toboolean(L, 3));
+        else graft_conv_set_allow_tf32(lua_toboolean(L, 3));
+        return 0;
+    }
+    lua_rawset(L, 1);
+    return 0;
+}
+
+/* Pushes a switch table for setting `which`. */
+static void lb_push_switch(lua_State *L, int which) {
+    lua_newtable(L);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, which);
+    lua_pushcclosure(L, lb_switch_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushinteger(L, which);
+    lua_pushcclosure(L, lb_switch_newindex, 1);
+    lua_setfield(L, -2, "__newindex");
+    lua_setmetatable(L, -2);
+}
+
+/* t[name] as a table (created when absent), pushed. */
+static void lb_subtable(lua_State *L, int t, const char *name) {
+    if (lua_getfield(L, t, name) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, t, name);
+    }
+}
+
+/* graft.backends.cuda.matmul and graft.backends.cudnn (the module table on top). */
+static void lb_backends(lua_State *L) {
+    int mod = lua_gettop(L);
+    lb_subtable(L, mod, "backends");
+    int be = lua_gettop(L);
+    lb_subtable(L, be, "cuda");
+    lb_push_switch(L, 0);
+    lua_setfield(L, -2, "matmul");
+    lua_pop(L, 1);
+    lb_push_switch(L, 1);
+    lua_setfield(L, be, "cudnn");
+    lua_settop(L, mod);
+}
+
+/* ---- autocast ---- */
+
+static int lb_autocast_depth;
+
+/* graft.autocast(fn [, {dtype =, enabled = true, device_type = "cuda" | "cpu"}]): runs
+ * fn() with autocast on (or off, enabled = false), restoring the mode even when fn
+ * errors; returns fn's results. dtype defaults to float16 for device_type "cuda" and
+ * to bfloat16 otherwise; without device_type tensors on every device are cast. */
+static int l_autocast(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    int opts = lg_opts_index(L, 2);
+    graft_autocast_mode m = {true, GRAFT_BF16, -1};
+    if (opts) {
+        if (lua_getfield(L, opts, "device_type") != LUA_TNIL) {
+            static const char *const devs[] = {"cpu", "cuda", NULL};
+            m.device_type = luaL_checkoption(L, -1, NULL, devs) == 0 ? GRAFT_CPU : GRAFT_CUDA;
+        }
+        lua_pop(L, 1);
+    }
+    if (m.device_type == GRAFT_CUDA) m.dtype = GRAFT_F16;
+    m.dtype = (graft_dtype)lg_opt_dtype(L, opts, (int)m.dtype);
+    m.enabled = lg_opt_bool(L, opts, "enabled", 1);
+    graft_autocast_mode prev;
+    if (graft_autocast_set(m, &prev)) return lg_raise(L);
+    lua_settop(L, 1);
+    lb_autocast_depth++;
+    int st = lua_pcall(L, 0, LUA_MULTRET, 0);
+    lb_autocast_depth--;
+    graft_autocast_set(prev, NULL);
+    if (lb_autocast_depth == 0) graft_autocast_clear_cache();
+    if (st != LUA_OK) return lua_error(L);
+    return lua_gettop(L);
+}
+
+static int l_is_autocast_enabled(lua_State *L) {
+    lua_pushboolean(L, graft_autocast_get().enabled);
+    return 1;
+}
+
+static int l_get_autocast_dtype(lua_State *L) {
+    lua_pushstring(L, graft_dtype_name(graft_autocast_get().dtype));
+    return 1;
+}
+
+/* graft._conv_workspace(bytes): the CUDA convolutions' workspace cap (0: the default),
+ * for specs of the batch chunking. No-op without CUDA. */
+static int l_conv_workspace(lua_State *L) {
+    lua_Integer n = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, n >= 0, 1, "must be >= 0");
+    (void)graft_cuda_conv_set_workspace((size_t)n);
+    return 0;
+}
+
+static const luaL_Reg linalg_module_funcs[] = {
+    {"_conv_workspace", l_conv_workspace},
+    {"set_float32_matmul_precision", l_set_precision}, {"get_float32_matmul_precision", l_get_precision},
+    {"autocast", l_autocast}, {"is_autocast_enabled", l_is_autocast_enabled},
+    {"get_autocast_dtype", l_get_autocast_dtype}, {NULL, NULL}};
+
 static const luaL_Reg linalg_funcs[] = {
     {"matmul", l_matmul}, {"mm", l_mm}, {"bmm", l_bmm}, {"mv", l_mv}, {"dot", l_dot},
     {"outer", l_outer}, {"ger", l_outer}, {"addmm", l_addmm}, {"baddbmm", l_baddbmm},
@@ -55,4 +200,6 @@ void graft_bind_linalg(lua_State *L) {
     lb_pin_openmp();
     lg_register_methods(L, linalg_funcs);
     lg_register_functions(L, linalg_funcs);
+    lg_register_functions(L, linalg_module_funcs);
+    lb_backends(L);
 }

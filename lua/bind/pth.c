@@ -3,7 +3,10 @@
  * and tuples as Lua lists, None as graft.None, tensors sharing storages as views of one
  * graft storage, unknown objects as inert placeholders); graft._pth_save(obj, path
  * [, opts]) walks Lua values into PyTorch's zip format. graft.load/graft.save
- * (lua/graft/checkpoint.lua) dispatch here. */
+ * (lua/graft/checkpoint.lua) dispatch here. Devices: map_location "cuda[:N]" copies each
+ * storage of the file to the device once (views keep sharing it); CUDA tensors are saved
+ * from a host copy of each of their storages, recorded with location "cpu" so that
+ * torch.load reads the file on any machine. */
 #include "bind.h"
 
 #include <math.h>
@@ -12,6 +15,7 @@
 
 #include "checkpoint/pickle_write.h"
 #include "checkpoint/pth.h"
+#include "cuda/cuda.h"
 
 #define PTH_GUARD_MT "graft.pth_guard"
 #define PKW_GUARD_MT "graft.pkw_guard"
@@ -44,6 +48,8 @@ typedef struct {
     int from_pairs;  /* graft.OrderedDict.from_pairs */
     int set_meta;    /* graft.OrderedDict.set_metadata */
     int ph_mt;       /* graft._Placeholder */
+    graft_device dev; /* map_location */
+    int moved;       /* CPU storage -> the first device tensor over its copy (map_location cuda) */
 } pth_cv;
 
 static void cv_value(pth_cv *c, graft_pv *v, int depth);
@@ -120,6 +126,34 @@ static void cv_placeholder(pth_cv *c, const char *cls, graft_pv *args, graft_pv 
     lua_setmetatable(L, -2);
 }
 
+/* The tensor in the shell at the top of the stack (CPU, fresh from the file) replaced by
+ * the same view on c->dev. Each storage of the file is copied to the device once
+ * (graft_tensor_copy_: pinned staging straight from the file mapping), so tensors that
+ * shared a storage in the file share one on the device. */
+static void cv_to_device(pth_cv *c, graft_tensor **slot) {
+    lua_State *L = c->L;
+    graft_tensor *t = *slot, *dt = NULL;
+    graft_storage *key = t->storage;
+    if (lua_rawgetp(L, c->moved, key) != LUA_TNIL) {
+        dt = lg_check(L, -1);
+        lua_pop(L, 1);
+    } else {
+        lua_pop(L, 1);
+        int64_t nb = (int64_t)key->nbytes, one = 1;
+        graft_tensor **src = lg_shell(L), **dst = lg_shell(L);
+        if (graft_tensor_from_storage(src, key, GRAFT_U8, 1, &nb, &one, 0) ||
+            graft_tensor_empty(dst, 1, &nb, GRAFT_U8, c->dev) || graft_tensor_copy_(*dst, *src))
+            lg_raise(L);
+        dt = *dst;
+        lua_rawsetp(L, c->moved, key); /* the device bytes, kept for the other views */
+        lua_pop(L, 1);                 /* the host view of the storage */
+    }
+    graft_tensor *v = NULL;
+    if (graft_tensor_from_storage(&v, dt->storage, t->dtype, t->ndim, t->shape, t->stride, t->offset)) lg_raise(L);
+    *slot = v;
+    graft_tensor_release(t); /* the file's reference keeps key alive until the walk ends */
+}
+
 /* Pushes the Lua value of v. Containers, tensors and placeholders are converted once
  * (the pickle's memo can share them, even in cycles, which are refused). */
 static void cv_value(pth_cv *c, graft_pv *v, int depth) {
@@ -160,11 +194,13 @@ static void cv_value(pth_cv *c, graft_pv *v, int depth) {
     case GRAFT_PV_TENSOR: {
         graft_tensor **out = lg_shell(L);
         if (graft_pth_tensor(out, c->p, v->u.tensor)) lg_raise(L);
+        if (c->dev.type != GRAFT_CPU) cv_to_device(c, out);
         break;
     }
     case GRAFT_PV_STORAGE: { /* a storage saved on its own: a 1-D tensor over it */
         graft_tensor **out = lg_shell(L);
         if (graft_pth_storage_tensor(out, c->p, v->u.storage)) lg_raise(L);
+        if (c->dev.type != GRAFT_CPU) cv_to_device(c, out);
         break;
     }
     case GRAFT_PV_DTYPE:
@@ -201,18 +237,22 @@ static int push_odict_fn(lua_State *L, const char *field) {
     return lua_gettop(L);
 }
 
-/* graft._pth_load(path [, {allow_unknown = bool, map_location = "cpu"}]) -> value */
+/* graft._pth_load(path [, {allow_unknown = bool, map_location = "cpu" | "cuda" | "cuda:N"}])
+ * -> value */
 static int l_pth_load(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     int opts = lg_opts_index(L, 2);
     graft_pth_opts o = {.allow_unknown = lg_opt_bool(L, opts, "allow_unknown", 0) != 0};
+    graft_device dev = graft_cpu;
     if (opts) {
         int t = lua_getfield(L, opts, "map_location");
         if (t == LUA_TSTRING) {
             const char *loc = lua_tostring(L, -1);
-            if (strncmp(loc, "cuda", 4) == 0)
-                return luaL_error(L, "load: map_location \"%s\": graft has no CUDA device in this build (use \"cpu\")", loc);
-            if (strcmp(loc, "cpu") != 0) return luaL_error(L, "load: unknown map_location \"%s\" (use \"cpu\")", loc);
+            if (graft_device_parse(&dev, loc))
+                return luaL_error(L, "load: unknown map_location \"%s\" (use \"cpu\", \"cuda\" or \"cuda:N\")", loc);
+            if (dev.type == GRAFT_CUDA && graft_cuda_check_device(dev, "load"))
+            return lg_errorf(L, "load: map_location \"%s\": graft has no CUDA device to load to (%s)", loc,
+                             graft_last_error());
         } else if (t != LUA_TNIL) {
             return luaL_error(L, "load: map_location must be a device name such as \"cpu\", got a %s", luaL_typename(L, -1));
         }
@@ -225,9 +265,11 @@ static int l_pth_load(lua_State *L) {
     int guard = lua_gettop(L);
     if (graft_pth_load(slot, path, &o)) return lg_raise(L);
 
-    pth_cv c = {.L = L, .p = *slot, .allow_unknown = o.allow_unknown};
+    pth_cv c = {.L = L, .p = *slot, .allow_unknown = o.allow_unknown, .dev = dev};
     lua_newtable(L);
     c.cache = lua_gettop(L);
+    lua_newtable(L);
+    c.moved = lua_gettop(L);
     lua_getfield(L, lua_upvalueindex(1), "None");
     c.none = lua_gettop(L);
     c.from_pairs = push_odict_fn(L, "from_pairs");
@@ -251,6 +293,7 @@ typedef struct {
     lua_State *L;
     graft_pkw *w;
     int none, ph_mt, odict_is, odict_keys, odict_get, odict_meta;
+    int moved;         /* device storage -> a host copy of its bytes */
     char where[256];   /* the key path, for messages */
 } pth_sv;
 
@@ -416,6 +459,30 @@ static void sv_odict(pth_sv *s, int idx, int depth) {
     lua_pop(L, 1);
 }
 
+/* A CPU view with t's geometry over a host copy of t's device storage (pushed): each
+ * device storage is copied once, so views that share one on the device share one record
+ * in the file, as torch.save writes them. */
+static graft_tensor *sv_on_host(pth_sv *s, graft_tensor *t) {
+    lua_State *L = s->L;
+    graft_storage *hs;
+    if (lua_rawgetp(L, s->moved, t->storage) != LUA_TNIL) {
+        hs = lg_check(L, -1)->storage;
+    } else {
+        lua_pop(L, 1);
+        int64_t nb = (int64_t)t->storage->nbytes, one = 1;
+        graft_tensor **src = lg_shell(L), **dst = lg_shell(L);
+        if (graft_tensor_from_storage(src, t->storage, GRAFT_U8, 1, &nb, &one, 0) ||
+            graft_tensor_empty(dst, 1, &nb, GRAFT_U8, graft_cpu) || graft_tensor_copy_(*dst, *src))
+            lg_raise(L);
+        hs = (*dst)->storage;
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, s->moved, t->storage);
+    }
+    graft_tensor **view = lg_shell(L);
+    if (graft_tensor_from_storage(view, hs, t->dtype, t->ndim, t->shape, t->stride, t->offset)) lg_raise(L);
+    return *view;
+}
+
 static void sv_value(pth_sv *s, int idx, int depth) {
     lua_State *L = s->L;
     if (depth > GRAFT_PICKLE_MAX_DEPTH) {
@@ -439,7 +506,11 @@ static void sv_value(pth_sv *s, int idx, int depth) {
     case LUA_TUSERDATA: {
         graft_tensor *t = lg_test(L, idx);
         if (!t) sv_fail(s, "cannot save a userdata that is not a tensor");
-        sv_check(s, graft_pkw_tensor(s->w, t));
+        int top = lua_gettop(L);
+        if (graft_tensor_device(t).type != GRAFT_CPU) t = sv_on_host(s, t);
+        graft_status st = graft_pkw_tensor(s->w, t); /* the writer holds the storage from here */
+        lua_settop(L, top);
+        sv_check(s, st);
         return;
     }
     case LUA_TTABLE:
@@ -507,6 +578,8 @@ static int l_pth_save(lua_State *L) {
     s.odict_keys = push_odict_fn(L, "keys");
     s.odict_get = push_odict_fn(L, "get");
     s.odict_meta = push_odict_fn(L, "metadata");
+    lua_newtable(L);
+    s.moved = lua_gettop(L);
     if (!lua_isfunction(L, s.odict_is) || !lua_isfunction(L, s.odict_keys) || !lua_isfunction(L, s.odict_get) ||
         !lua_isfunction(L, s.odict_meta))
         return luaL_error(L, "save: graft's Lua library is not initialised");

@@ -1,12 +1,15 @@
 /* graft bindings: safetensors. graft._st_load and graft._st_save are the C half of
  * graft.load / graft.save (lua/graft/checkpoint.lua builds the OrderedDict and picks
- * the format); they take and return plain lists so the C side stays small. */
+ * the format); they take and return plain lists so the C side stays small. A device
+ * given to _st_load gets each tensor copied from the file mapping (pinned staging);
+ * CUDA tensors are saved from host copies. */
 #include "bind.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "checkpoint/safetensors.h"
+#include "cuda/cuda.h"
 
 #define ST_BOX_MT "graft.safetensors_index"
 
@@ -23,11 +26,21 @@ static int st_box_gc(lua_State *L) {
     return 0;
 }
 
-/* graft._st_load(path) -> names, tensors, meta_keys, meta_values, mapped: the file's
- * tensors in header order (lists aligned by position), its __metadata__ pairs in
- * header order, and how many tensors point into the file mapping. */
+/* graft._st_load(path [, device]) -> names, tensors, meta_keys, meta_values, mapped: the
+ * file's tensors in header order (lists aligned by position), its __metadata__ pairs in
+ * header order, and how many tensors point into the file mapping (0 on a device). */
 static int l_st_load(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
+    graft_device dev = graft_cpu;
+    if (!lua_isnoneornil(L, 2)) {
+        const char *loc = luaL_checkstring(L, 2);
+        if (graft_device_parse(&dev, loc))
+            return luaL_error(L, "load: unknown map_location \"%s\" (use \"cpu\", \"cuda\" or \"cuda:N\")", loc);
+        if (dev.type == GRAFT_CUDA && graft_cuda_check_device(dev, "load"))
+            return lg_errorf(L, "load: map_location \"%s\": graft has no CUDA device to load to (%s)", loc,
+                             graft_last_error());
+    }
+    lua_settop(L, 1);
     st_box *b = lua_newuserdatauv(L, sizeof *b, 0);
     b->st = NULL;
     luaL_setmetatable(L, ST_BOX_MT);
@@ -41,8 +54,16 @@ static int l_st_load(lua_State *L) {
         lua_pushlstring(L, e->name, e->name_len);
         lua_rawseti(L, names, (lua_Integer)i + 1);
         graft_tensor **slot = lg_shell(L);
-        *slot = e->tensor; /* the userdata owns it from here */
-        e->tensor = NULL;
+        if (dev.type == GRAFT_CPU) {
+            *slot = e->tensor; /* the userdata owns it from here */
+            e->tensor = NULL;
+        } else {
+            graft_tensor *h = e->tensor;
+            if (graft_tensor_empty(slot, h->ndim, h->shape, h->dtype, dev) || graft_tensor_copy_(*slot, h))
+                return lg_raise(L);
+            e->tensor = NULL;
+            graft_tensor_release(h); /* its pages of the mapping can go now */
+        }
         lua_rawseti(L, tensors, (lua_Integer)i + 1);
     }
     lua_createtable(L, (int)st->nmeta, 0);
@@ -53,7 +74,7 @@ static int l_st_load(lua_State *L) {
         lua_pushlstring(L, st->meta[i].value, st->meta[i].value_len);
         lua_rawseti(L, -2, (lua_Integer)i + 1);
     }
-    lua_pushinteger(L, (lua_Integer)st->mapped);
+    lua_pushinteger(L, dev.type == GRAFT_CPU ? (lua_Integer)st->mapped : 0);
     graft_safetensors_free(st);
     b->st = NULL;
     return 5;
@@ -96,11 +117,17 @@ static int l_st_save(lua_State *L) {
     lua_settop(L, 5);
     const char **names = st_check_strings(L, 2, n, "tensor name");
     graft_tensor **tensors = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof *tensors, 0);
+    lua_newtable(L); /* host copies of device tensors, kept alive until the file is written */
+    int host = lua_gettop(L);
     for (lua_Integer i = 1; i <= n; i++) {
         lua_rawgeti(L, 3, i);
         graft_tensor *t = lg_test(L, -1);
         if (!t) return luaL_error(L, "save: \"%s\" is a %s, not a tensor", names[i - 1], luaL_typename(L, -1));
-        tensors[i - 1] = t; /* borrowed: the list keeps it alive */
+        if (graft_tensor_device(t).type != GRAFT_CPU) {
+            t = lg_on_host(L, t); /* pushed */
+            lua_rawseti(L, host, i);
+        }
+        tensors[i - 1] = t; /* borrowed: the list (or the host table) keeps it alive */
         lua_pop(L, 1);
     }
     const char **mk = NULL, **mv = NULL;

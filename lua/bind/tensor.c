@@ -771,11 +771,13 @@ static int l_randperm(lua_State *L) {
     if (n < 0) return lg_errorf(L, "randperm: n must be non-negative, got %lld", (long long)n);
     int opts = lg_opts_index(L, 2);
     graft_dtype d = (graft_dtype)lg_opt_dtype(L, opts, GRAFT_I64);
+    graft_device dev = lg_opt_device(L, opts, graft_cpu);
     int64_t shape[1] = {n};
     graft_tensor *tmp = NULL;
     graft_tensor **out = lg_shell(L);
+    /* drawn on the host (Fisher-Yates), then converted and moved in one copy */
     if (graft_tensor_empty(&tmp, 1, shape, GRAFT_I64, graft_cpu) || graft_rng_randperm_(tmp) ||
-        graft_tensor_to_dtype(out, tmp, d)) {
+        graft_tensor_empty(out, 1, shape, d, dev) || graft_tensor_copy_(*out, tmp)) {
         graft_tensor_release(tmp);
         return lg_raise(L);
     }

@@ -26,7 +26,7 @@ require("graft.checkpoint") -- installs graft.load, graft.save and graft.state
 local lazy = {
   nn = "graft.nn", models = "graft.models", optim = "graft.optim", adapt = "graft.adapt",
   progress = "graft.progress", metrics = "graft.metrics", pause = "graft.pause",
-  data = "graft.data",
+  data = "graft.data", amp = "graft.amp",
 }
 setmetatable(graft, {
   __index = function(t, k)

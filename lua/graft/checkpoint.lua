@@ -122,23 +122,37 @@ end
 
 local LOAD_OPTIONS = { map_location = true, dtype = true, allow_unknown = true }
 
+-- The device of a map_location string ("cpu", "cuda", "cuda:N"), or an error naming why
+-- it cannot be used.
+local function map_device(ml)
+  if type(ml) ~= "string" then error('load: map_location must be a string ("cpu", "cuda" or "cuda:N"), got ' .. type(ml), 3) end
+  if ml == "cpu" then return "cpu" end
+  if ml ~= "cuda" and not ml:match("^cuda:%d+$") then
+    error(('load: map_location "%s" is not a device ("cpu", "cuda" or "cuda:N")'):format(ml), 3)
+  end
+  local cuda = graft.cuda
+  if not cuda or cuda.backend() == "none" then
+    error(('load: map_location "%s": CUDA is not available (this build of graft has no CUDA backend); load to "cpu"'):format(ml), 3)
+  end
+  if not cuda.is_available() then
+    error(('load: map_location "%s": CUDA is not available (no NVIDIA driver or GPU found); load to "cpu"'):format(ml), 3)
+  end
+  return ml
+end
+
 -- graft.load(path [, {map_location = "cpu", dtype = "float32", allow_unknown = false}])
 -- -> obj, info. info = {format = "pth" | "pth_legacy" | "safetensors", metadata =
 -- OrderedDict of the safetensors __metadata__ strings (empty when none; nil for .pth),
 -- cast = OrderedDict {name -> {from =, to =}} of the tensors dtype cast (empty when
--- none), mapped = tensors mapped from the file (safetensors)}.
+-- none), mapped = tensors mapped from the file (safetensors)}. map_location "cuda" or
+-- "cuda:N" puts every tensor on that device, copied from the file mapping through pinned
+-- memory (tensors that share a storage in a .pth keep sharing one on the device); the
+-- location a .pth recorded is ignored, as torch.load with map_location does.
 function M.load(path, opts)
   if type(path) ~= "string" then error("load: path must be a string, got " .. type(path), 2) end
   opts = check_options(opts, LOAD_OPTIONS, "load")
-  local ml = opts.map_location
-  if ml ~= nil then
-    if type(ml) ~= "string" then error("load: map_location must be a string (\"cpu\"), got " .. type(ml), 2) end
-    if ml:match("^cuda") then
-      error(('load: map_location "%s": CUDA is not available in this build of graft; load to "cpu"'):format(ml), 2)
-    elseif ml ~= "cpu" then
-      error(('load: map_location "%s" is not a device ("cpu")'):format(ml), 2)
-    end
-  end
+  local device = "cpu"
+  if opts.map_location ~= nil then device = map_device(opts.map_location) end
   local dtype
   if opts.dtype ~= nil then
     dtype = dtype_name(opts.dtype, "load")
@@ -150,7 +164,7 @@ function M.load(path, opts)
   local obj
   local info = { format = kind, cast = OrderedDict() }
   if kind == "safetensors" then
-    local names, tensors, mk, mv, mapped = graft._st_load(path)
+    local names, tensors, mk, mv, mapped = graft._st_load(path, device)
     obj = OrderedDict.from_pairs(names, tensors)
     info.metadata = OrderedDict.from_pairs(mk, mv)
     info.mapped = mapped
@@ -158,7 +172,7 @@ function M.load(path, opts)
     if not graft._pth_load then
       error(('load: %q is a PyTorch .pth file, and this build of graft cannot read them'):format(path), 2)
     end
-    obj = graft._pth_load(path, { allow_unknown = opts.allow_unknown and true or false, map_location = "cpu" })
+    obj = graft._pth_load(path, { allow_unknown = opts.allow_unknown and true or false, map_location = device })
   end
   if dtype then obj = cast_walk(obj, dtype, info.cast) end
   return obj, info
@@ -177,7 +191,10 @@ end
 
 -- graft.save(obj, path [, {format = "safetensors" | "pth", metadata = {k = "v"}}]):
 -- writes atomically; the format from the extension (.safetensors; .pth, .pt, .bin,
--- .ckpt, .tar are PyTorch's zip format) unless given.
+-- .ckpt, .tar are PyTorch's zip format) unless given. CUDA tensors are copied to the host
+-- and written as CPU tensors: a .pth records the location "cpu" (torch.save would write
+-- "cuda:0"), so torch.load reads it on a machine without a GPU; load with
+-- {map_location = "cuda"} to put them back on the device.
 function M.save(obj, path, opts)
   if type(path) ~= "string" then error("save: path must be a string, got " .. type(path), 2) end
   opts = check_options(opts, SAVE_OPTIONS, "save")

@@ -32,6 +32,14 @@ C.describe("cuda tensors", function()
     end
   end)
 
+  it("stream large host-to-device copies through the pinned staging buffers", function()
+    local x = graft.arange(5e6):float()                  -- 20 MB: three 8 MiB chunks
+    local d = x:cuda()
+    assert.are.equal(4999999, d[5e6]:item())
+    assert.are.equal(4194304, d[4194305]:item())         -- first element of the second chunk
+    assert.tensor_near(d:cpu():narrow(1, 4194300, 10), x:narrow(1, 4194300, 10), { rtol = 0, atol = 0 })
+  end)
+
   it("copy strided, transposed and broadcast views in both directions", function()
     local x = graft.randn(4, 5, 6)
     local v = x:transpose(1, 3):narrow(2, 2, 3)           -- non-contiguous host view

@@ -11,6 +11,7 @@
 #include "emu.h"
 
 #include <map>
+#include <signal.h>
 #include <vector>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,11 +37,16 @@ namespace {
 struct emu_alloc { char *map; size_t map_len; size_t size; int device; };
 std::map<uintptr_t, emu_alloc> allocs;   /* keyed by the pointer handed out */
 size_t used_bytes, limit_bytes;
-int guard_on = -1, guard_depth;
+int guard_on = -1;
+volatile int guard_depth; /* read by the SIGSEGV handler: every change must be a real store */
 int n_devices = -1, cur_device;
 cudaError_t last_error = cudaSuccess;
 size_t page_size;
 
+} // namespace
+static void emu_segv(int sig, siginfo_t *info, void *uctx);
+static struct sigaction old_segv;
+namespace {
 void emu_init(void) {
     if (n_devices >= 0) return;
     page_size = (size_t)sysconf(_SC_PAGESIZE);
@@ -51,6 +57,14 @@ void emu_init(void) {
     limit_bytes = m ? strtoull(m, NULL, 10) : ((size_t)8 << 30);
     const char *g = getenv("GRAFT_EMU_GUARD");
     guard_on = g ? atoi(g) != 0 : 1;
+    if (guard_on) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = emu_segv;
+        sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &old_segv);
+    }
 }
 
 /* The accessible pages of an allocation (everything but the trailing guard page). */
@@ -73,15 +87,54 @@ bool device_range(const void *p, size_t n) {
 }
 } // namespace
 
-/* Opens device memory to the host for a kernel or a copy (nesting allowed). */
+/* Device memory stays inaccessible; inside a kernel or a copy (guard_depth > 0) the
+ * first touch of an allocation faults, and the handler opens that allocation until the
+ * kernel ends. Outside, a touch is host code reading device memory: reported, then abort.
+ * Touching the guard page after an allocation is an overrun: reported, then abort. */
+static std::vector<uintptr_t> opened;
+
+static void emu_segv(int sig, siginfo_t *info, void *uctx) {
+    uintptr_t a = (uintptr_t)info->si_addr;
+    auto it = allocs.upper_bound(a);
+    if (it != allocs.begin()) {
+        --it;
+        const emu_alloc &al = it->second;
+        uintptr_t map = (uintptr_t)al.map, guard = map + al.map_len - page_size;
+        if (a >= map && a < guard && guard_depth > 0) {
+            mprotect(al.map, al.map_len - page_size, PROT_READ | PROT_WRITE);
+            opened.push_back(it->first);
+            return;
+        }
+        char msg[256];
+        int n;
+        if (a >= map && a < guard)
+            n = snprintf(msg, sizeof msg, "graft CUDA emulator: host code touched device memory at %p (an allocation of %zu bytes): "
+                         "copy the tensor to the host first\n", info->si_addr, al.size);
+        else if (a >= guard && a < map + al.map_len)
+            n = snprintf(msg, sizeof msg, "graft CUDA emulator: access %zu bytes past the end of a %zu-byte device allocation\n",
+                         (size_t)(a - it->first) - al.size, al.size);
+        else n = 0;
+        if (n > 0) {
+            if (write(2, msg, (size_t)n) < 0) {}
+            abort();
+        }
+    }
+    sigaction(SIGSEGV, &old_segv, NULL); /* not ours: fault again with the old handler */
+    (void)sig;
+    (void)uctx;
+}
+
 static void emu_guard_open(void) {
     emu_init();
-    if (!guard_on || guard_depth++) return;
-    for (auto &kv : allocs) alloc_protect(kv.second, PROT_READ | PROT_WRITE);
+    guard_depth++;
 }
 static void emu_guard_close(void) {
-    if (!guard_on || --guard_depth) return;
-    for (auto &kv : allocs) alloc_protect(kv.second, PROT_NONE);
+    if (--guard_depth || !guard_on) return;
+    for (uintptr_t k : opened) {
+        auto it = allocs.find(k);
+        if (it != allocs.end()) alloc_protect(it->second, PROT_NONE);
+    }
+    opened.clear();
 }
 
 extern "C" {
@@ -100,7 +153,7 @@ cudaError_t cudaMalloc(void **p, size_t size) {
     char *user = map + len - page_size - body;
     memset(user, 0xA5, body); /* like fresh device memory, not zeros */
     emu_alloc a = {map, len, size, cur_device};
-    if (guard_on && guard_depth == 0) alloc_protect(a, PROT_NONE);
+    if (guard_on) alloc_protect(a, PROT_NONE);
     allocs[(uintptr_t)user] = a;
     used_bytes += size;
     *p = user;
@@ -256,10 +309,34 @@ const char *cudaGetErrorName(cudaError_t e) {
 
 /* ---- the launch scheduler ---- */
 
+/* Switching coroutines: on x86-64 a few instructions that save the callee-saved
+ * registers and swap stacks (swapcontext makes a sigprocmask system call per switch,
+ * which dominated kernels with barriers); ucontext elsewhere. */
+#if defined(__x86_64__)
+extern "C" void emu_ctx_switch(void **save_sp, void *load_sp);
+__asm__(".text\n"
+        ".globl emu_ctx_switch\n"
+        ".type emu_ctx_switch,@function\n"
+        "emu_ctx_switch:\n"
+        "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+        "  subq $8, %rsp\n  stmxcsr (%rsp)\n  fnstcw 4(%rsp)\n"
+        "  movq %rsp, (%rdi)\n"
+        "  movq %rsi, %rsp\n"
+        "  ldmxcsr (%rsp)\n  fldcw 4(%rsp)\n  addq $8, %rsp\n"
+        "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+        "  ret\n"
+        ".size emu_ctx_switch, .-emu_ctx_switch\n");
+#define EMU_FAST_SWITCH 1
+#endif
+
 namespace {
 enum { T_RUN, T_WAIT_BLOCK, T_WAIT_WARP, T_DONE };
 struct emu_thread {
+#ifdef EMU_FAST_SWITCH
+    void *sp;
+#else
     ucontext_t ctx;
+#endif
     int state;
     uint3 idx;
     unsigned char slot[16];
@@ -267,7 +344,11 @@ struct emu_thread {
 const size_t STACK = 256 * 1024;
 std::vector<char *> stacks;
 std::vector<emu_thread> threads;
+#ifdef EMU_FAST_SWITCH
+void *sched_sp;
+#else
 ucontext_t sched_ctx;
+#endif
 int cur, flat_mode, nthreads;
 const char *kname;
 void (*kfn)(void *);
@@ -283,13 +364,30 @@ void die(const char *what) {
 void thread_main(void) {
     kfn(kctx);
     threads[cur].state = T_DONE;
+#ifdef EMU_FAST_SWITCH
+    void *dead;
+    emu_ctx_switch(&dead, sched_sp); /* never resumed */
+#endif
+}
+
+/* Runs thread i until it finishes or waits. */
+void resume(int i) {
+#ifdef EMU_FAST_SWITCH
+    emu_ctx_switch(&sched_sp, threads[i].sp);
+#else
+    swapcontext(&sched_ctx, &threads[i].ctx);
+#endif
 }
 
 void yield_as(int state) {
     if (flat_mode) die("it synchronises (__syncthreads or a shuffle): launch it with GK_LAUNCH, not GK_LAUNCH_FLAT");
     emu_thread &t = threads[cur];
     t.state = state;
+#ifdef EMU_FAST_SWITCH
+    emu_ctx_switch(&t.sp, sched_sp);
+#else
     swapcontext(&t.ctx, &sched_ctx);
+#endif
     threadIdx = threads[cur].idx;
 }
 
@@ -301,11 +399,31 @@ void run_block(void) {
             if (s == MAP_FAILED) die("no memory for thread stacks");
             stacks.push_back((char *)s);
         }
+#ifdef EMU_FAST_SWITCH
+        /* A fresh stack that emu_ctx_switch "returns" into thread_main from: the saved
+         * MXCSR/x87 control words, six callee-saved registers, then the entry address,
+         * with a fake return address above it so thread_main sees an aligned frame. */
+        uint64_t *top = (uint64_t *)(stacks[i] + STACK);
+        uint64_t *sp = top - 2;
+        sp[1] = 0;
+        sp[0] = (uint64_t)(uintptr_t)thread_main;
+        sp -= 6;
+        for (int r = 0; r < 6; r++) sp[r] = 0;
+        sp -= 1;
+        uint32_t mx;
+        uint16_t cw;
+        __asm__ volatile("stmxcsr %0" : "=m"(mx));
+        __asm__ volatile("fnstcw %0" : "=m"(cw));
+        memcpy(sp, &mx, 4);
+        memcpy((char *)sp + 4, &cw, 2);
+        t.sp = sp;
+#else
         getcontext(&t.ctx);
         t.ctx.uc_stack.ss_sp = stacks[i];
         t.ctx.uc_stack.ss_size = STACK;
         t.ctx.uc_link = &sched_ctx;
         makecontext(&t.ctx, thread_main, 0);
+#endif
         t.state = T_RUN;
     }
     for (;;) {
@@ -313,7 +431,7 @@ void run_block(void) {
             if (threads[i].state != T_RUN) continue;
             cur = i;
             threadIdx = threads[i].idx;
-            swapcontext(&sched_ctx, &threads[i].ctx);
+            resume(i);
         }
         int live = 0, at_block = 0;
         for (int i = 0; i < nthreads; i++) {

@@ -835,8 +835,9 @@ local function canonical_dtype(d)
 end
 
 -- to(dtype_or_device): floating-point parameters and buffers to a dtype (integer
--- buffers such as num_batches_tracked keep theirs), or everything to a device.
--- Converted tensors are new objects: build optimizers after converting.
+-- buffers such as num_batches_tracked keep theirs), or everything to a device ("cpu",
+-- "cuda", "cuda:N"; grads move along). Converted tensors are new objects (PyTorch keeps
+-- the Parameter objects and swaps their data): build optimizers after converting.
 function Module:to(x, opts)
   if type(x) == "table" and not is_tensor(x) then opts, x = x, nil end
   opts = opts or {}
@@ -873,6 +874,13 @@ function Module:double() return self:to("float64") end
 function Module:half() return self:to("float16") end
 function Module:bfloat16() return self:to("bfloat16") end
 function Module:cpu() return self:to("cpu") end
+-- cuda([index]): everything to cuda:index (the current device by default).
+function Module:cuda(index)
+  if index ~= nil and math.type(index) ~= "integer" then
+    error(("cuda: device index must be an integer, got %s"):format(type(index)), 2)
+  end
+  return self:to(index and ("cuda:" .. index) or "cuda")
+end
 
 -- A deep copy: new tensors (parameters keep requires_grad), new modules; sharing
 -- inside the copied tree (tied weights, a child used twice) is preserved.

@@ -8,6 +8,11 @@
 --   opt.param_groups[1].lr = 1e-4                       -- read and written between steps
 --   graft.save({optimizer = opt:state_dict()}, "ckpt.pth")
 --
+-- Devices: state tensors are created on their parameter's device; `step` stays a CPU
+-- float32 tensor (PyTorch's non-capturable step). The CUDA parameters of a group are
+-- updated by one kernel launch per device (graft._optim.*_multi) with the CPU's
+-- arithmetic, so a CUDA run gives the CPU's bits. Build the optimizer after net:to("cuda").
+--
 -- Numerics: float32 updates reproduce PyTorch's CPU single-tensor kernels bit for bit.
 -- Adam/AdamW's first moment and centered RMSprop's grad_avg use PyTorch 2.x's lerp by
 -- default; {numerics = "1.13"} selects PyTorch 1.13's form (bit-identical to 1.13).
@@ -475,7 +480,9 @@ M.collect_garbage = true
 
 -- step([closure]): one update of every parameter that has a gradient; a parameter whose
 -- grad is nil is skipped entirely (no state, no weight decay, no momentum). The closure,
--- if given, runs first with grad enabled and its value is returned.
+-- if given, runs first with grad enabled and its value is returned. The CUDA parameters
+-- of a group are updated as one list per device (one kernel launch: PyTorch's foreach);
+-- CPU parameters one by one, as before.
 function Optimizer:step(closure)
   local loss
   if closure ~= nil then
@@ -484,17 +491,43 @@ function Optimizer:step(closure)
     end
     loss = graft.enable_grad(closure)
   end
-  local update, state, lerp = self.__update, self.state, self.numerics ~= "1.13"
+  local update, multi, state, lerp = self.__update, self.__update_multi, self.state, self.numerics ~= "1.13"
   for gi, group in ipairs(self.param_groups) do
     self:_check_types(gi, group)
     local params = group.params
+    local lists, order
     for j = 1, #params do
       local p = params[j]
       local g = p.grad
       if g ~= nil then
-        local ok, err = pcall(update, self, group, p, g, state, lerp)
-        if not ok then
-          error(("%s: %s: %s"):format(self.__name, self:_label(p, gi, j), tostring(err)), 2)
+        if multi and p:is_cuda() then
+          lists, order = lists or {}, order or {}
+          local dev = p:device()
+          local l = lists[dev]
+          if l == nil then
+            l = { p = {}, g = {}, j = {} }
+            lists[dev] = l
+            order[#order + 1] = dev
+          end
+          local k = #l.p + 1
+          l.p[k], l.g[k], l.j[k] = p, g, j
+        else
+          local ok, err = pcall(update, self, group, p, g, state, lerp)
+          if not ok then
+            error(("%s: %s: %s"):format(self.__name, self:_label(p, gi, j), tostring(err)), 2)
+          end
+        end
+      end
+    end
+    if order then
+      for _, dev in ipairs(order) do
+        local l = lists[dev]
+        local ok, bad, msg = pcall(multi, self, group, l.p, l.g, state, lerp)
+        if not ok then error(("%s: param group %d: %s"):format(self.__name, gi, tostring(bad)), 2) end
+        if bad then
+          local j = l.j[bad]
+          local where = j and self:_label(l.p[bad], gi, j) or ("param group %d"):format(gi)
+          error(("%s: %s: %s"):format(self.__name, where, tostring(msg)), 2)
         end
       end
     end
@@ -580,9 +613,11 @@ local FLOAT = { float32 = true, float64 = true, float16 = true, bfloat16 = true 
 -- The state tensors shaped like their parameter, in the order they are checked.
 local SHAPED = { "momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "grad_avg", "sum" }
 
--- A loaded state entry made ready for p: tensors copied (and cast to p's dtype, except
--- `step`), a numeric step as a float32 tensor, a None momentum buffer dropped. Returns nil
--- and a reason when a shaped state tensor does not fit p.
+-- A loaded state entry made ready for p: tensors copied onto p's device (floating ones
+-- cast to p's dtype), except `step`, which stays a CPU tensor as in PyTorch (copied to
+-- the CPU if it was saved or loaded elsewhere); a numeric step as a float32 tensor; a
+-- None momentum buffer dropped. Returns nil and a reason when a shaped state tensor does
+-- not fit p.
 local function adopt_entry(p, entry)
   for _, k in ipairs(SHAPED) do
     local v = entry[k]
@@ -591,13 +626,21 @@ local function adopt_entry(p, entry)
     end
   end
   local out = {}
+  local pdev = p:device()
   for k, v in pairs(entry) do
     if is_tensor(v) then
-      if k ~= "step" and FLOAT[v:dtype()] and v:dtype() ~= p:dtype() then
-        out[k] = v:to(p:dtype())
+      local c
+      if k == "step" then
+        c = v:device() ~= "cpu" and v:cpu() or v:clone()
       else
-        out[k] = v:clone()
+        local dt = (FLOAT[v:dtype()] and v:dtype() ~= p:dtype()) and p:dtype() or v:dtype()
+        if dt ~= v:dtype() or v:device() ~= pdev then
+          c = v:to({ dtype = dt, device = pdev })
+        else
+          c = v:clone()
+        end
       end
+      out[k] = c
     elseif k == "step" and type(v) == "number" then
       out[k] = graft.tensor(v + 0.0)
     elseif k == "momentum_buffer" and v == None then
@@ -975,6 +1018,7 @@ local function define(name, spec)
   cls.__numbers, cls.__flags = spec.numbers, spec.flags
   cls.__validate = spec.validate
   cls.__update = spec.update
+  cls.__update_multi = spec.update_multi
   cls.__init_state = spec.init_state
   M[name] = cls
   return cls
@@ -1019,6 +1063,30 @@ SGD_SPEC.update = function(self, group, p, g, state)
     K.sgd(p, g, nil, group.lr, 0, group.dampening, group.weight_decay, false, group.maximize)
   end
 end
+-- The CUDA parameters of a group with grads, as lists (ps, gs): one launch.
+SGD_SPEC.update_multi = function(self, group, ps, gs, state)
+  if group.momentum == 0 then
+    return K.sgd_multi(ps, gs, nil, nil, group.lr, 0, group.dampening, group.weight_decay, false, group.maximize)
+  end
+  local bufs, firsts = {}, {}
+  for k, p in ipairs(ps) do
+    local st = state[p]
+    if st == nil then
+      st = {}
+      state[p] = st
+    end
+    local buf = st.momentum_buffer
+    if buf == nil or buf == None then
+      bufs[k], firsts[k] = graft.empty_like(p), true
+    else
+      bufs[k], firsts[k] = buf, false
+    end
+  end
+  local bad, msg = K.sgd_multi(ps, gs, bufs, firsts, group.lr, group.momentum, group.dampening, group.weight_decay,
+    group.nesterov, group.maximize)
+  if bad then return bad, msg end
+  for k, p in ipairs(ps) do state[p].momentum_buffer = bufs[k] end
+end
 define("SGD", SGD_SPEC)
 
 local function check_betas(h, op, where)
@@ -1033,27 +1101,40 @@ local function check_betas(h, op, where)
   end
 end
 
+-- p's Adam state, created (or completed) on p's device; `step` a CPU float32 tensor.
+local function adam_state(group, p, state)
+  local st = state[p]
+  if st == nil then
+    st = { step = graft.tensor(0.0), exp_avg = graft.zeros_like(p), exp_avg_sq = graft.zeros_like(p) }
+    if group.amsgrad then st.max_exp_avg_sq = graft.zeros_like(p) end
+    state[p] = st
+  end
+  if not is_tensor(st.step) then st.step = graft.tensor((tonumber(st.step) or 0) + 0.0) end
+  if st.exp_avg == nil then st.exp_avg = graft.zeros_like(p) end
+  if st.exp_avg_sq == nil then st.exp_avg_sq = graft.zeros_like(p) end
+  if group.amsgrad and st.max_exp_avg_sq == nil then st.max_exp_avg_sq = graft.zeros_like(p) end
+  return st
+end
+
 local function adam_update(decoupled)
   return function(self, group, p, g, state, lerp)
-    local st = state[p]
-    if st == nil then
-      st = { step = graft.tensor(0.0), exp_avg = graft.zeros_like(p), exp_avg_sq = graft.zeros_like(p) }
-      if group.amsgrad then st.max_exp_avg_sq = graft.zeros_like(p) end
-      state[p] = st
-    end
-    if not is_tensor(st.step) then st.step = graft.tensor((tonumber(st.step) or 0) + 0.0) end
-    if st.exp_avg == nil then st.exp_avg = graft.zeros_like(p) end
-    if st.exp_avg_sq == nil then st.exp_avg_sq = graft.zeros_like(p) end
-    local vmax
-    if group.amsgrad then
-      vmax = st.max_exp_avg_sq
-      if vmax == nil then
-        vmax = graft.zeros_like(p)
-        st.max_exp_avg_sq = vmax
-      end
+    local st = adam_state(group, p, state)
+    local b = group.betas
+    K.adam(p, g, st.step, st.exp_avg, st.exp_avg_sq, group.amsgrad and st.max_exp_avg_sq or nil, group.lr, b[1], b[2],
+      group.eps, group.weight_decay, group.amsgrad, group.maximize, decoupled, lerp)
+  end
+end
+
+local function adam_update_multi(decoupled)
+  return function(self, group, ps, gs, state, lerp)
+    local steps, ms, vs, vmaxs = {}, {}, {}, group.amsgrad and {} or nil
+    for k, p in ipairs(ps) do
+      local st = adam_state(group, p, state)
+      steps[k], ms[k], vs[k] = st.step, st.exp_avg, st.exp_avg_sq
+      if vmaxs then vmaxs[k] = st.max_exp_avg_sq end
     end
     local b = group.betas
-    K.adam(p, g, st.step, st.exp_avg, st.exp_avg_sq, vmax, group.lr, b[1], b[2], group.eps, group.weight_decay,
+    return K.adam_multi(ps, gs, steps, ms, vs, vmaxs, group.lr, b[1], b[2], group.eps, group.weight_decay,
       group.amsgrad, group.maximize, decoupled, lerp)
   end
 end
@@ -1065,6 +1146,7 @@ local ADAM_SPEC = {
   numbers = { "lr", "eps", "weight_decay" },
   flags = { "amsgrad", "maximize" },
   update = adam_update(false),
+  update_multi = adam_update_multi(false),
 }
 ADAM_SPEC.validate = function(h, op, where)
   check_common(h, op, where, ADAM_SPEC)
@@ -1079,6 +1161,7 @@ local ADAMW_SPEC = {
   numbers = ADAM_SPEC.numbers,
   flags = ADAM_SPEC.flags,
   update = adam_update(true),
+  update_multi = adam_update_multi(true),
 }
 ADAMW_SPEC.validate = function(h, op, where)
   check_common(h, op, where, ADAMW_SPEC)
@@ -1099,7 +1182,7 @@ RMSPROP_SPEC.validate = function(h, op, where)
   check_min(op, h.momentum, 0, "Invalid momentum value", where)
   check_min(op, h.alpha, 0, "Invalid alpha value", where)
 end
-RMSPROP_SPEC.update = function(self, group, p, g, state, lerp)
+local function rmsprop_state(group, p, state)
   local st = state[p]
   if st == nil then
     st = { step = graft.tensor(0.0), square_avg = graft.zeros_like(p) }
@@ -1107,12 +1190,28 @@ RMSPROP_SPEC.update = function(self, group, p, g, state, lerp)
   end
   if not is_tensor(st.step) then st.step = graft.tensor((tonumber(st.step) or 0) + 0.0) end
   if st.square_avg == nil then st.square_avg = graft.zeros_like(p) end
+  if group.momentum > 0 and st.momentum_buffer == nil then st.momentum_buffer = graft.zeros_like(p) end
+  if group.centered and st.grad_avg == nil then st.grad_avg = graft.zeros_like(p) end
+  return st
+end
+RMSPROP_SPEC.update = function(self, group, p, g, state, lerp)
+  local st = rmsprop_state(group, p, state)
   local mom, centered = group.momentum > 0, group.centered
-  if mom and st.momentum_buffer == nil then st.momentum_buffer = graft.zeros_like(p) end
-  if centered and st.grad_avg == nil then st.grad_avg = graft.zeros_like(p) end
   K.rmsprop(p, g, st.square_avg, centered and st.grad_avg or nil, mom and st.momentum_buffer or nil, group.lr,
     group.alpha, group.eps, group.weight_decay, group.momentum, centered, group.maximize, lerp)
   st.step:add_(1)
+end
+RMSPROP_SPEC.update_multi = function(self, group, ps, gs, state, lerp)
+  local mom, centered = group.momentum > 0, group.centered
+  local steps, sqs, gas, bufs = {}, {}, centered and {} or nil, mom and {} or nil
+  for k, p in ipairs(ps) do
+    local st = rmsprop_state(group, p, state)
+    steps[k], sqs[k] = st.step, st.square_avg
+    if gas then gas[k] = st.grad_avg end
+    if bufs then bufs[k] = st.momentum_buffer end
+  end
+  return K.rmsprop_multi(ps, gs, steps, sqs, gas, bufs, group.lr, group.alpha, group.eps, group.weight_decay,
+    group.momentum, centered, group.maximize, lerp)
 end
 define("RMSprop", RMSPROP_SPEC)
 
@@ -1136,14 +1235,26 @@ ADAGRAD_SPEC.init_state = function(self, group)
     end
   end
 end
-ADAGRAD_SPEC.update = function(self, group, p, g, state)
+local function adagrad_state(group, p, state)
   local st = state[p]
   if st == nil then
     st = { step = graft.tensor(0.0), sum = graft.full_like(p, group.initial_accumulator_value) }
     state[p] = st
   end
   if not is_tensor(st.step) then st.step = graft.tensor((tonumber(st.step) or 0) + 0.0) end
+  return st
+end
+ADAGRAD_SPEC.update = function(self, group, p, g, state)
+  local st = adagrad_state(group, p, state)
   K.adagrad(p, g, st.step, st.sum, group.lr, group.lr_decay, group.eps, group.weight_decay, group.maximize)
+end
+ADAGRAD_SPEC.update_multi = function(self, group, ps, gs, state)
+  local steps, sums = {}, {}
+  for k, p in ipairs(ps) do
+    local st = adagrad_state(group, p, state)
+    steps[k], sums[k] = st.step, st.sum
+  end
+  return K.adagrad_multi(ps, gs, steps, sums, group.lr, group.lr_decay, group.eps, group.weight_decay, group.maximize)
 end
 define("Adagrad", ADAGRAD_SPEC)
 
