@@ -14,6 +14,10 @@
 # emulated module (build/emu/graft.so) and runs spec/cuda against it.
 
 PREFIX ?= /usr/local
+# Compile on every core unless the caller chose a -j (nvcc takes minutes for the kernels).
+ifeq (,$(findstring -j,$(MAKEFLAGS)))
+  MAKEFLAGS += -j$(shell nproc)
+endif
 BUILD ?= build
 CC ?= gcc
 

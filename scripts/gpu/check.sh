@@ -37,7 +37,7 @@ echo
 echo "== gpu-check summary"
 echo "specs: ${spec_summary:-none (see $out/gpu_specs.log)}"
 printf '%-18s %14s %14s %8s  %s\n' case graft pytorch ratio unit
-awk -F'\t' 'FNR == NR { g[$1] = $2; u[$1] = $3; order[++n] = $1; next } { t[$1] = $2 }
+awk -F'\t' 'NF != 3 { next } FNR == NR { g[$1] = $2; u[$1] = $3; order[++n] = $1; next } { t[$1] = $2 }
   END { for (i = 1; i <= n; i++) { k = order[i]; r = "";
           if (k in t && t[k] > 0) r = (u[k] == "ms" ? t[k] / g[k] : g[k] / t[k]);
           printf "%-18s %14.4g %14s %8s  %s\n", k, g[k], (k in t ? t[k] : "-"), (r == "" ? "-" : sprintf("%.3f", r)), u[k] } }' \

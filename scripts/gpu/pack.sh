@@ -23,9 +23,9 @@ for lib in $(ldd build/graft build/graft.so /usr/bin/lua5.4 | awk '/=> \//{print
   esac
 done
 for m in busted busted.lua cliargs cliargs.lua dkjson.lua luassert mediator.lua pl say system term; do
-  cp -r "/usr/share/lua/5.4/$m" "$stage/share/lua/5.4/"
+  cp -rL "/usr/share/lua/5.4/$m" "$stage/share/lua/5.4/"
 done
-cp -r /usr/lib/x86_64-linux-gnu/lua/5.4/. "$stage/lib/lua/5.4/"
+cp -rL /usr/lib/x86_64-linux-gnu/lua/5.4/. "$stage/lib/lua/5.4/"
 mkdir -p .gpu
 tar -cJf .gpu/runtime.tar.xz -C "$stage" .
 echo "gpu-pack: .gpu/runtime.tar.xz ($(du -h .gpu/runtime.tar.xz | cut -f1)); run 'make gpu-check' on the GPU machine with .gpu carried"

@@ -20,13 +20,14 @@ elseif not C.available then
   C.reason = "no CUDA device (no NVIDIA driver or GPU); `make test` runs spec/cuda over the emulator"
 end
 
-local announced = false
--- describe(name, fn) when a device is there; else one pending test saying why.
+-- describe(name, fn) when a device is there; else one pending test saying why (and the
+-- reason printed once per run: the registry outlives busted's per-file insulation).
 function C.describe(name, fn)
   if C.available then return busted.describe(name, fn) end
-  if not announced then
+  local reg = debug.getregistry()
+  if not reg.graft_cuda_skip_announced then
     io.stderr:write(("spec/cuda skipped: %s\n"):format(C.reason))
-    announced = true
+    reg.graft_cuda_skip_announced = true
   end
   busted.describe(name, function() busted.pending("skipped: " .. C.reason) end)
 end
