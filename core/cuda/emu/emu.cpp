@@ -350,6 +350,7 @@ void *sched_sp;
 ucontext_t sched_ctx;
 #endif
 int cur, flat_mode, nthreads;
+bool reverse_order = getenv("GRAFT_EMU_ORDER") && strcmp(getenv("GRAFT_EMU_ORDER"), "reverse") == 0;
 const char *kname;
 void (*kfn)(void *);
 void *kctx;
@@ -427,7 +428,8 @@ void run_block(void) {
         t.state = T_RUN;
     }
     for (;;) {
-        for (int i = 0; i < nthreads; i++) {
+        for (int k = 0; k < nthreads; k++) {
+            int i = reverse_order ? nthreads - 1 - k : k;
             if (threads[i].state != T_RUN) continue;
             cur = i;
             threadIdx = threads[i].idx;
@@ -468,10 +470,17 @@ void run_block(void) {
 void emu_syncthreads(void) { yield_as(T_WAIT_BLOCK); }
 void emu_syncwarp(void) { yield_as(T_WAIT_WARP); }
 
-void emu_exchange(const void *mine, void *out, int src_lane, size_t n) {
+void emu_exchange(const void *mine, void *out, int src_lane, size_t n, unsigned mask) {
     int me = cur;
     memcpy(threads[me].slot, mine, n);
     yield_as(T_WAIT_WARP);
+    /* __shfl_*_sync(mask, ...): on a GPU every lane in mask must execute it */
+    for (int l = 0; l < 32; l++) {
+        if (!(mask >> l & 1u)) continue;
+        int t = (me / 32) * 32 + l;
+        if (t >= nthreads || threads[t].state == T_DONE)
+            die("a shuffle's mask names a lane that has exited or does not exist (undefined on a GPU)");
+    }
     int src = (me / 32) * 32 + src_lane;
     if (src >= nthreads || threads[src].state == T_DONE) src = me;
     memcpy(out, threads[src].slot, n);
@@ -498,23 +507,23 @@ void emu_launch(const char *name, dim3 grid, dim3 block, size_t smem, int flat, 
     gridDim = grid;
     blockDim = block;
     emu_guard_open();
-    for (unsigned bz = 0; bz < grid.z; bz++)
-        for (unsigned by = 0; by < grid.y; by++)
-            for (unsigned bx = 0; bx < grid.x; bx++) {
-                blockIdx = make_uint3(bx, by, bz);
-                int i = 0;
-                for (unsigned z = 0; z < block.z; z++)
-                    for (unsigned y = 0; y < block.y; y++)
-                        for (unsigned x = 0; x < block.x; x++, i++) {
-                            uint3 id = make_uint3(x, y, z);
-                            if (flat) {
-                                threadIdx = id;
-                                fn(ctx);
-                            } else {
-                                threads[i].idx = id;
-                            }
-                        }
-                if (!flat) run_block();
+    /* GRAFT_EMU_ORDER=reverse runs blocks, and threads between barriers, last first: a
+     * kernel whose result depends on that order has a race that a GPU would show. */
+    uint64_t nblocks = (uint64_t)grid.x * grid.y * grid.z;
+    for (uint64_t bk = 0; bk < nblocks; bk++) {
+        uint64_t b = reverse_order ? nblocks - 1 - bk : bk;
+        blockIdx = make_uint3((unsigned)(b % grid.x), (unsigned)(b / grid.x % grid.y), (unsigned)(b / grid.x / grid.y));
+        for (int k = 0; k < nthreads; k++) {
+            int i = reverse_order && flat ? nthreads - 1 - k : k;
+            uint3 id = make_uint3((unsigned)i % block.x, (unsigned)i / block.x % block.y, (unsigned)i / block.x / block.y);
+            if (flat) {
+                threadIdx = id;
+                fn(ctx);
+            } else {
+                threads[i].idx = id;
             }
+        }
+        if (!flat) run_block();
+    }
     emu_guard_close();
 }

@@ -40,8 +40,9 @@ extern thread_local dim3 emu_block_dim, emu_grid_dim;
 
 void emu_syncthreads(void);
 void emu_syncwarp(void);
-/* Every lane of the calling warp publishes n bytes of *mine and receives lane src's. */
-void emu_exchange(const void *mine, void *out, int src_lane, size_t n);
+/* Every lane of the calling warp publishes n bytes of *mine and receives lane src's.
+ * Every lane named in mask must take part (aborts when one has exited or does not exist). */
+void emu_exchange(const void *mine, void *out, int src_lane, size_t n, unsigned mask);
 void *emu_dynamic_smem(void);
 /* Runs fn(ctx) once per thread of every block. flat: the kernel never synchronises. */
 void emu_launch(const char *name, dim3 grid, dim3 block, size_t smem, int flat,
@@ -56,30 +57,30 @@ static inline unsigned emu_lane(void) {
     unsigned t = threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
     return t % 32u;
 }
-template <class T> static inline T __shfl_sync(unsigned, T v, int src, int width = 32) {
+template <class T> static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
     unsigned lane = emu_lane();
     T out;
-    emu_exchange(&v, &out, (int)((lane / (unsigned)width) * (unsigned)width + ((unsigned)src % (unsigned)width)), sizeof(T));
+    emu_exchange(&v, &out, (int)((lane / (unsigned)width) * (unsigned)width + ((unsigned)src % (unsigned)width)), sizeof(T), mask);
     return out;
 }
-template <class T> static inline T __shfl_down_sync(unsigned, T v, unsigned d, int width = 32) {
+template <class T> static inline T __shfl_down_sync(unsigned mask, T v, unsigned d, int width = 32) {
     unsigned lane = emu_lane(), in = lane % (unsigned)width;
     T out;
-    emu_exchange(&v, &out, (int)(in + d < (unsigned)width ? lane + d : lane), sizeof(T));
+    emu_exchange(&v, &out, (int)(in + d < (unsigned)width ? lane + d : lane), sizeof(T), mask);
     return out;
 }
-template <class T> static inline T __shfl_up_sync(unsigned, T v, unsigned d, int width = 32) {
+template <class T> static inline T __shfl_up_sync(unsigned mask, T v, unsigned d, int width = 32) {
     unsigned lane = emu_lane(), in = lane % (unsigned)width;
     T out;
-    emu_exchange(&v, &out, (int)(in >= d ? lane - d : lane), sizeof(T));
+    emu_exchange(&v, &out, (int)(in >= d ? lane - d : lane), sizeof(T), mask);
     return out;
 }
-template <class T> static inline T __shfl_xor_sync(unsigned, T v, int m, int width = 32) {
+template <class T> static inline T __shfl_xor_sync(unsigned mask, T v, int m, int width = 32) {
     unsigned lane = emu_lane();
     unsigned src = lane ^ (unsigned)m;
     if (src / (unsigned)width != lane / (unsigned)width) src = lane;
     T out;
-    emu_exchange(&v, &out, (int)src, sizeof(T));
+    emu_exchange(&v, &out, (int)src, sizeof(T), mask);
     return out;
 }
 
