@@ -3,6 +3,7 @@
  * libcublas is dlopen'ed at first use (see blas.h), so graft starts without it; in the
  * emulated build the table is filled by emu/emu_blas.cpp instead. Host-side C: device
  * pointers are passed to cuBLAS, never dereferenced. */
+#include "cpu/gemm_cpu.h"
 #include "cuda/blas.h"
 #include "cuda/linalg.h"
 
@@ -180,8 +181,12 @@ graft_status graft_cublas_handle(cublasHandle_t *out, int device, const char *op
         if ((st = bl_use_device(device, &prev, op))) return st;
         cublasHandle_t h = NULL;
         st = graft_cublas_check(api->create(&h), "cublasCreate_v2", op);
+        /* 16-bit products reduce in float32 only (no split-K partial sums rounded to the
+         * 16-bit output type): one rounding into C, as the CPU and the emulator do
+         * (PyTorch's allow_fp16/bf16_reduced_precision_reduction = False) */
+        cublasMath_t mode = (cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION);
         if (!st && ((st = graft_cublas_check(api->set_stream(h, graft_cuda_stream()), "cublasSetStream_v2", op)) ||
-                    (st = graft_cublas_check(api->set_math_mode(h, CUBLAS_DEFAULT_MATH), "cublasSetMathMode", op))))
+                    (st = graft_cublas_check(api->set_math_mode(h, mode), "cublasSetMathMode", op))))
             api->destroy(h);
         bl_restore_device(device, prev);
         if (st) return st;
@@ -193,29 +198,16 @@ graft_status graft_cublas_handle(cublasHandle_t *out, int device, const char *op
 
 /* ---- graft_cuda_gemm ---- */
 
-/* How cuBLAS reads a rows x cols row-major operand with element strides (rs, cs): as a
- * column-major cols x rows matrix (its transpose: op N) with leading dimension *ld, or,
- * when stored transposed, as a column-major rows x cols matrix (op T). False when it is
- * neither (graft_cuda_gemm_layout_ok said so first). */
+/* How cuBLAS reads a rows x cols row-major operand with element strides (rs, cs): the
+ * layouts BLAS reads (graft_cpu_blas_layout), as a column-major cols x rows matrix (its
+ * transpose: op N) with leading dimension *ld, or, when stored transposed, as a
+ * column-major rows x cols matrix (op T). False when it is neither (the front end
+ * checked first). */
 static bool bl_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, cublasOperation_t *op, int64_t *ld) {
-    int64_t r1 = rows > 1 ? rows : 1, c1 = cols > 1 ? cols : 1;
-    if (cs == 1 || cols <= 1) {
-        int64_t l = rows <= 1 ? c1 : rs;
-        if (l >= c1) {
-            *op = CUBLAS_OP_N;
-            *ld = l;
-            return true;
-        }
-    }
-    if (rs == 1 || rows <= 1) {
-        int64_t l = cols <= 1 ? r1 : cs;
-        if (l >= r1) {
-            *op = CUBLAS_OP_T;
-            *ld = l;
-            return true;
-        }
-    }
-    return false;
+    bool trans;
+    if (!graft_cpu_blas_layout(rows, cols, rs, cs, &trans, ld)) return false;
+    *op = trans ? CUBLAS_OP_T : CUBLAS_OP_N;
+    return true;
 }
 
 static cudaDataType bl_type(graft_dtype d) {

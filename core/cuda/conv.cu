@@ -399,6 +399,22 @@ graft_status cv_check(const graft_conv_geom *g, graft_tensor *const *ts, int n, 
     return GRAFT_OK;
 }
 
+/* conv_small (BIG false) and conv_big: the operands checked, the output in their dtype,
+ * then the dtype's instance of cv_small or cv_big. */
+template <bool BIG>
+graft_status cv_forward(const graft_conv_geom *g, graft_tensor *in, graft_tensor *w, graft_tensor *bias,
+                        graft_tensor *out, bool tf32, const char *op) {
+    graft_tensor *ts[3] = {in, w, bias};
+    graft_status st = cv_check(g, ts, 3, out, op);
+    if (st) return st;
+    if (out->dtype != g->dtype) return graft_error(GRAFT_EINTERNAL, "%s: output dtype", op);
+    GK_DISPATCH_FLOAT(g->dtype, {
+        if constexpr (BIG) return cv_big<D>(g, in, w, bias, out, tf32, op);
+        else return cv_small<D>(g, in, w, bias, out, tf32, op);
+    });
+    return graft_error(GRAFT_ETYPE, "%s: not implemented for %s on CUDA", op, graft_dtype_name(g->dtype));
+}
+
 } // namespace
 
 extern "C" graft_status graft_cuda_conv_set_workspace(size_t bytes) {
@@ -408,22 +424,12 @@ extern "C" graft_status graft_cuda_conv_set_workspace(size_t bytes) {
 
 extern "C" graft_status graft_cuda_conv_small(const graft_conv_geom *g, graft_tensor *big, graft_tensor *w,
                                               graft_tensor *bias, graft_tensor *small, bool tf32, const char *op) {
-    graft_tensor *ts[3] = {big, w, bias};
-    graft_status st = cv_check(g, ts, 3, small, op);
-    if (st) return st;
-    if (small->dtype != g->dtype) return graft_error(GRAFT_EINTERNAL, "%s: output dtype", op);
-    GK_DISPATCH_FLOAT(g->dtype, return cv_small<D>(g, big, w, bias, small, tf32, op));
-    return graft_error(GRAFT_ETYPE, "%s: not implemented for %s on CUDA", op, graft_dtype_name(g->dtype));
+    return cv_forward<false>(g, big, w, bias, small, tf32, op);
 }
 
 extern "C" graft_status graft_cuda_conv_big(const graft_conv_geom *g, graft_tensor *small, graft_tensor *w,
                                             graft_tensor *bias, graft_tensor *big, bool tf32, const char *op) {
-    graft_tensor *ts[3] = {small, w, bias};
-    graft_status st = cv_check(g, ts, 3, big, op);
-    if (st) return st;
-    if (big->dtype != g->dtype) return graft_error(GRAFT_EINTERNAL, "%s: output dtype", op);
-    GK_DISPATCH_FLOAT(g->dtype, return cv_big<D>(g, small, w, bias, big, tf32, op));
-    return graft_error(GRAFT_ETYPE, "%s: not implemented for %s on CUDA", op, graft_dtype_name(g->dtype));
+    return cv_forward<true>(g, small, w, bias, big, tf32, op);
 }
 
 extern "C" graft_status graft_cuda_conv_weight(const graft_conv_geom *g, graft_tensor *small, graft_tensor *big,

@@ -33,16 +33,6 @@ typedef struct {
     bool tf32;                  /* float32 inputs: allow TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32) */
 } graft_cuda_gemm_args;
 
-/* Whether a rows x cols operand with element strides (rs, cs) is one cuBLAS can read as
- * stored: row-major with a leading dimension, or the transpose of one. The front ends
- * copy an operand to contiguous when this says no. */
-static inline bool graft_cuda_gemm_layout_ok(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
-    int64_t r1 = rows > 1 ? rows : 1, c1 = cols > 1 ? cols : 1;
-    if ((cs == 1 || cols <= 1) && (rows <= 1 || rs >= c1)) return true;   /* as stored */
-    if ((rs == 1 || rows <= 1) && (cols <= 1 || cs >= r1)) return true;   /* transposed */
-    return false;
-}
-
 /* Runs the batch on the current stream (asynchronous, as every launcher). Errors:
  * GRAFT_EDEVICE naming the cuBLAS call and its status (or the library that could not be
  * loaded), GRAFT_EINVAL for sizes cuBLAS cannot take. */

@@ -117,10 +117,12 @@ template <int D> __device__ void bn_finish_bwd(const bn_args<D> &a, int64_t c, d
 }
 
 /* One channel per block (grid-stride), x [N, C, L] read as TY rows of TX lanes (TX a
- * power of two >= L, up to the block), so consecutive lanes read consecutive l. */
+ * power of two >= L, up to the block), so consecutive lanes read consecutive l. Launched
+ * with up to 1024 threads: the bound keeps registers within 64 per thread. */
 template <int D>
-__global__ void bn_reduce_plane(const typename gk_type<D>::S *x, const typename gk_type<D>::S *g, bn_args<D> a,
-                                int64_t N, int64_t L, int TX, int mode) {
+__global__ void __launch_bounds__(1024)
+    bn_reduce_plane(const typename gk_type<D>::S *x, const typename gk_type<D>::S *g, bn_args<D> a, int64_t N,
+                    int64_t L, int TX, int mode) {
     typedef gk_type<D> T;
     typedef typename nm_acc<D>::A A;
     __shared__ A sh[32];

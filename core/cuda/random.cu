@@ -1,31 +1,11 @@
 /* graft CUDA kernels: random fills (uniform, normal, randint) and dropout on the
  * device, from the same Philox4x32-10 stream as the CPU (core/tensor/rng.c,
  * core/nn/activation.c): one thread per 128-bit block, elements mapped to words exactly
- * as on the CPU, and the same arithmetic (explicit fma where an add follows a multiply),
- * so a seed gives the same tensor on both devices. */
+ * as on the CPU, and the same arithmetic (tensor/philox.h, shared with the CPU), so a
+ * seed gives the same tensor on both devices. */
 #include "kernel.cuh"
 #include "cuda/random.h"
-
-/* Ten rounds of the Philox 4x32 bijection keyed by the seed (rng.c's graft_philox). */
-__device__ __forceinline__ void rng_philox(uint64_t seed, uint64_t counter, uint32_t w[4]) {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n1 = (uint32_t)p1;
-        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1, n3 = (uint32_t)p0;
-        c0 = n0; c1 = n1; c2 = n2; c3 = n3;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    w[0] = c0; w[1] = c1; w[2] = c2; w[3] = c3;
-}
-
-/* A uniform in [0, 1): 24 bits of one word (float32 streams) or 53 of two. */
-__device__ __forceinline__ double rng_u24(uint32_t w) { return (double)((float)(w >> 8) * 0x1.0p-24f); }
-__device__ __forceinline__ double rng_u53(uint32_t hi, uint32_t lo) {
-    return (double)((((uint64_t)hi << 32) | lo) >> 11) * 0x1.0p-53;
-}
+#include "tensor/philox.h"
 
 /* Block blk of the stream feeds 4 / WPE consecutive elements. D: the output dtype
  * (float16/bfloat16 take the float32 stream, rounded). (n) */
@@ -37,20 +17,18 @@ __global__ void rng_fill_kernel(int64_t n, typename gk_type<D>::S *out, double a
     int64_t nblocks = (n + EPB - 1) / EPB;
     GK_FOR(blk, nblocks) {
         uint32_t w[4];
-        rng_philox(seed, base + (uint64_t)blk, w);
+        graft_philox(seed, base + (uint64_t)blk, w);
         for (int e = 0; e < EPB; e++) {
             int64_t i = blk * EPB + e;
             if (i >= n) break;
             const uint32_t *x = w + e * WPE;
             double v;
             if (KIND == GRAFT_RNG_UNIFORM) {
-                v = fma(b - a, WPE == 2 ? rng_u53(x[0], x[1]) : rng_u24(x[0]), a);
+                v = graft_philox_uniform(WPE == 2 ? graft_philox_u53(x[0], x[1]) : graft_philox_u24(x[0]), a, b);
             } else {
-                /* Box-Muller: z = sqrt(-2 ln(1 - u1)) cos(2 pi u2) */
-                double u1 = WPE == 4 ? rng_u53(x[0], x[1]) : rng_u24(x[0]);
-                double u2 = WPE == 4 ? rng_u53(x[2], x[3]) : rng_u24(x[1]);
-                double z = sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * 3.14159265358979323846 * u2);
-                v = fma(b, z, a);
+                double u1 = WPE == 4 ? graft_philox_u53(x[0], x[1]) : graft_philox_u24(x[0]);
+                double u2 = WPE == 4 ? graft_philox_u53(x[2], x[3]) : graft_philox_u24(x[1]);
+                v = graft_philox_normal(u1, u2, a, b);
             }
             if (D == GRAFT_F64) out[i] = gk_type<D>::st((C)v);
             else out[i] = gk_type<D>::st((float)v);
@@ -64,12 +42,11 @@ __global__ void rng_randint_kernel(int64_t n, int64_t *out, int64_t lo, uint64_t
     int64_t nblocks = (n + 1) / 2;
     GK_FOR(blk, nblocks) {
         uint32_t w[4];
-        rng_philox(seed, base + (uint64_t)blk, w);
+        graft_philox(seed, base + (uint64_t)blk, w);
         for (int e = 0; e < 2; e++) {
             int64_t i = blk * 2 + e;
             if (i >= n) break;
-            uint64_t r = ((uint64_t)w[2 * e] << 32) | w[2 * e + 1];
-            out[i] = lo + (int64_t)(r % range);
+            out[i] = graft_philox_int(w[2 * e], w[2 * e + 1], lo, range);
         }
     }
 }
@@ -129,7 +106,7 @@ __global__ void dropout_forward_kernel(int64_t n, typename gk_type<D>::S *y, uin
         int64_t c = t / 64, j = t - c * 64, i0 = c * 256 + j;
         if (i0 >= n) continue;
         uint32_t w[4];
-        rng_philox(seed, base + (uint64_t)t, w);
+        graft_philox(seed, base + (uint64_t)t, w);
         for (int k = 0; k < 4; k++) {
             int64_t i = i0 + k * 64;
             if (i >= n) break;

@@ -216,6 +216,16 @@ graft_status graft_cuda_empty_cache(void) {
     return GRAFT_OK;
 }
 
+/* A cached block of the bin, or NULL. */
+static cuda_block *take_cached(cuda_pool *p, int bin, size_t size) {
+    if (bin < 0 || !p->bins[bin]) return NULL;
+    cuda_block *b = p->bins[bin];
+    p->bins[bin] = b->next;
+    p->st.cache_hits++;
+    stats_alloc(p, size, 0);
+    return b;
+}
+
 static const char *human(size_t n, char *buf) {
     if (n >= ((size_t)1 << 40)) snprintf(buf, 32, "%.2f TiB", (double)n / ((size_t)1 << 40));
     else if (n >= ((size_t)1 << 30)) snprintf(buf, 32, "%.2f GiB", (double)n / (1 << 30));
@@ -233,24 +243,25 @@ graft_status graft_cuda_storage_new(graft_storage **out, size_t nbytes, graft_de
     size_t size = bin_size(nbytes, &bin);
     if (bin < 0) size = (nbytes + 511) & ~(size_t)511;
     cuda_pool *p = &pools[dev.index];
-    cuda_block *b = NULL;
-    if (bin >= 0 && p->bins[bin]) {
-        b = p->bins[bin];
-        p->bins[bin] = b->next;
-        p->st.cache_hits++;
-        stats_alloc(p, size, 0);
-    } else {
-        if ((st = gk_use_device(dev.index))) return st;
+    /* the op that asked runs on this device: select it (cheap when already selected) */
+    if ((st = gk_use_device(dev.index))) return st;
+    cuda_block *b = take_cached(p, bin, size);
+    if (!b) {
         void *ptr = NULL;
         cudaError_t e = cudaMalloc(&ptr, size);
         if (e == cudaErrorMemoryAllocation) {
-            /* Out of memory: give back what is cached, let Lua free dead tensors, retry once. */
+            /* Out of memory: let Lua free dead tensors first (their blocks return to the
+             * cache, where one may fit), else give back what is cached; retry once. */
             cudaGetLastError();
             p->st.oom_retries++;
-            pool_empty(dev.index);
             if (oom_hook) oom_hook(oom_ctx);
             gk_use_device(dev.index);
-            e = cudaMalloc(&ptr, size);
+            if ((b = take_cached(p, bin, size))) {
+                e = cudaSuccess;
+            } else {
+                pool_empty(dev.index);
+                e = cudaMalloc(&ptr, size);
+            }
         }
         if (e != cudaSuccess) {
             cudaGetLastError();
@@ -264,16 +275,17 @@ graft_status graft_cuda_storage_new(graft_storage **out, size_t nbytes, graft_de
                                human(nbytes, a), nbytes, dev.index, human(p->st.allocated, b1), human(fr, c),
                                human(tot, d), cudaGetErrorString(e));
         }
-        b = malloc(sizeof *b);
         if (!b) {
-            cudaFree(ptr);
-            return graft_error(GRAFT_ENOMEM, "out of memory");
+            if (!(b = malloc(sizeof *b))) {
+                cudaFree(ptr);
+                return graft_error(GRAFT_ENOMEM, "out of memory");
+            }
+            b->ptr = ptr;
+            b->size = size;
+            b->device = dev.index;
+            b->stream = graft_cuda_stream();
+            stats_alloc(p, size, 1);
         }
-        b->ptr = ptr;
-        b->size = size;
-        b->device = dev.index;
-        b->stream = graft_cuda_stream();
-        stats_alloc(p, size, 1);
     }
     graft_alloc_account((int64_t)size);
     graft_storage *s = &b->s;

@@ -13,6 +13,7 @@
 
 #include "cpu/conv_cpu.h"
 #include "cuda/conv.h"
+#include "nn/kernels.h"
 #include "nn/spatial_record.h"
 #include "ops/autocast.h"
 
@@ -200,15 +201,6 @@ static graft_status cv_back_to(graft_tensor **t, graft_dtype d) {
     return st;
 }
 
-/* t on the device of ref (PyTorch's message). */
-static graft_status cv_check_device(const graft_tensor *t, const graft_tensor *ref, const char *op) {
-    graft_device a = graft_tensor_device(ref), b = graft_tensor_device(t);
-    if (graft_device_eq(a, b)) return GRAFT_OK;
-    char x[16], y[16];
-    return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s", op,
-                       graft_device_str(a, x), graft_device_str(b, y));
-}
-
 static graft_status cv_check_tensor(const graft_tensor *t, graft_dtype d, const char *what, const char *op) {
     if (!graft_dtype_is_float(t->dtype))
         return graft_error(GRAFT_ETYPE, "%s: %s must be floating point, got %s", op, what, graft_dtype_name(t->dtype));
@@ -238,7 +230,7 @@ graft_status graft_nn_conv(graft_tensor **out, graft_tensor *input, graft_tensor
     const char *op = graft_conv_name(o);
     char a[SHAPE_BUF];
     graft_status st;
-    if ((st = cv_check_device(weight, input, op)) || (bias && (st = cv_check_device(bias, input, op)))) return st;
+    if ((st = graft_nn_same_device(op, 3, (graft_tensor *[]){input, weight, bias}))) return st;
     if ((st = cv_check_tensor(input, input->dtype, "input", op)) ||
         (st = cv_check_tensor(weight, input->dtype, "weight", op)) ||
         (bias && (st = cv_check_tensor(bias, input->dtype, "bias", op))))
@@ -275,56 +267,6 @@ done:
     return st;
 }
 
-/* The backward on CUDA: operands contiguous in their dtype; the input gradient in that
- * dtype, the weight and bias gradients accumulated in float32 (float64) and converted. */
-static graft_status cv_backward_cuda(graft_tensor **ginput, graft_tensor **gweight, graft_tensor **gbias,
-                                     graft_tensor *grad, graft_tensor *input, graft_tensor *weight, cv_shape *s,
-                                     graft_dtype dt, int in_ndim, const int64_t *in_shape, const int64_t *w_shape,
-                                     const graft_conv_opts *o) {
-    const char *op = graft_conv_name(o);
-    graft_device dev = graft_tensor_device(grad);
-    graft_dtype adt = cv_compute(dt);
-    graft_tensor *g = NULL, *x = NULL, *w = NULL, *gi = NULL, *gw = NULL, *gb = NULL;
-    graft_status st;
-    s->g.dtype = dt;
-    if ((st = cv_ready(&g, grad, dt))) goto done;
-    if (ginput) {
-        if ((st = cv_ready(&w, weight, dt)) || (st = graft_tensor_empty(&gi, in_ndim, in_shape, dt, dev)))
-            goto done;
-        /* conv: the input (big side) gradient is conv^T of grad; transposed: a conv of grad */
-        if (!o->transposed) st = graft_cuda_conv_big(&s->g, g, w, NULL, gi, cv_tf32, op);
-        else st = graft_cuda_conv_small(&s->g, g, w, NULL, gi, cv_tf32, op);
-        if (st) goto done;
-    }
-    if (gweight) {
-        if ((st = cv_ready(&x, input, dt)) || (st = graft_tensor_empty(&gw, o->spatial + 2, w_shape, adt, dev)))
-            goto done;
-        if (!o->transposed) st = graft_cuda_conv_weight(&s->g, g, x, gw, cv_tf32, op);
-        else st = graft_cuda_conv_weight(&s->g, x, g, gw, cv_tf32, op);
-        if (st || (st = cv_back_to(&gw, dt))) goto done;
-    }
-    if (gbias) {
-        int64_t P = o->transposed ? s->g.H * s->g.W : s->g.OH * s->g.OW;
-        if ((st = graft_tensor_empty(&gb, 1, &s->cout, adt, dev)) ||
-            (st = graft_cuda_conv_bias_grad(g, s->g.N, s->cout, P, gb, op)) || (st = cv_back_to(&gb, dt)))
-            goto done;
-    }
-done:
-    graft_tensor_release(g);
-    graft_tensor_release(x);
-    graft_tensor_release(w);
-    if (st) {
-        graft_tensor_release(gi);
-        graft_tensor_release(gw);
-        graft_tensor_release(gb);
-        return st;
-    }
-    if (ginput) *ginput = gi;
-    if (gweight) *gweight = gw;
-    if (gbias) *gbias = gb;
-    return GRAFT_OK;
-}
-
 graft_status graft_nn_conv_backward(graft_tensor **ginput, graft_tensor **gweight, graft_tensor **gbias,
                                     graft_tensor *grad, graft_tensor *input, graft_tensor *weight, int in_ndim,
                                     const int64_t *in_shape, const int64_t *w_shape, const graft_conv_opts *o) {
@@ -344,37 +286,49 @@ graft_status graft_nn_conv_backward(graft_tensor **ginput, graft_tensor **gweigh
                            graft_shape_str(grad->ndim, grad->shape, b, sizeof b));
     if ((ginput && !weight) || (gweight && !input))
         return graft_error(GRAFT_EINTERNAL, "%s backward: a saved operand is missing", op);
-    if ((ginput && (st = cv_check_device(weight, grad, op))) || (gweight && (st = cv_check_device(input, grad, op))))
+    if ((st = graft_nn_same_device(op, 3, (graft_tensor *[]){grad, ginput ? weight : NULL, gweight ? input : NULL})))
         return st;
     graft_dtype dt = input ? input->dtype : weight ? weight->dtype : grad->dtype;
     graft_device dev = graft_tensor_device(grad);
-    if (dev.type == GRAFT_CUDA) return cv_backward_cuda(ginput, gweight, gbias, grad, input, weight, &s, dt, in_ndim, in_shape, w_shape, o);
-    graft_dtype cdt = cv_compute(dt);
+    bool cuda = dev.type == GRAFT_CUDA;
+    /* the CPU computes in float32 (float64); CUDA in dt, accumulating the weight and bias
+     * gradients in float32 (float64); both convert the gradients back to dt */
+    graft_dtype cdt = cuda ? dt : cv_compute(dt), adt = cv_compute(dt);
     s.g.dtype = cdt;
     graft_tensor *g = NULL, *x = NULL, *w = NULL, *gi = NULL, *gw = NULL, *gb = NULL;
     if ((st = cv_ready(&g, grad, cdt))) goto done;
-    if (ginput && ((st = cv_ready(&w, weight, cdt)) ||
-                   (st = graft_tensor_empty(&gi, in_ndim, in_shape, cdt, graft_cpu))))
+    if (ginput && ((st = cv_ready(&w, weight, cdt)) || (st = graft_tensor_empty(&gi, in_ndim, in_shape, cdt, dev))))
         goto done;
     if (gweight && ((st = cv_ready(&x, input, cdt)) ||
-                    (st = graft_tensor_empty(&gw, o->spatial + 2, w_shape, cdt, graft_cpu))))
+                    (st = graft_tensor_empty(&gw, o->spatial + 2, w_shape, adt, dev))))
         goto done;
-    void *gid = gi ? graft_tensor_data(gi) : NULL, *gwd = gw ? graft_tensor_data(gw) : NULL;
-    if (!o->transposed) {
-        /* both from the output gradient in one call (the kernels may share work) */
-        st = graft_cpu_conv_backward(&s.g, graft_tensor_data(g), x ? graft_tensor_data(x) : NULL,
-                                     w ? graft_tensor_data(w) : NULL, gid, gwd, op);
+    if (cuda) {
+        /* conv: the input (big side) gradient is conv^T of grad; transposed: a conv of grad */
+        if (gi)
+            st = o->transposed ? graft_cuda_conv_small(&s.g, g, w, NULL, gi, cv_tf32, op)
+                               : graft_cuda_conv_big(&s.g, g, w, NULL, gi, cv_tf32, op);
+        if (!st && gw)
+            st = o->transposed ? graft_cuda_conv_weight(&s.g, x, g, gw, cv_tf32, op)
+                               : graft_cuda_conv_weight(&s.g, g, x, gw, cv_tf32, op);
     } else {
-        /* the transposed conv's input is the small side: its gradient is a conv of grad */
-        if (gi) st = graft_cpu_conv_small(&s.g, graft_tensor_data(g), graft_tensor_data(w), NULL, gid, op);
-        if (!st && gw) st = graft_cpu_conv_weight(&s.g, graft_tensor_data(x), graft_tensor_data(g), gwd, op);
+        void *gid = gi ? graft_tensor_data(gi) : NULL, *gwd = gw ? graft_tensor_data(gw) : NULL;
+        if (!o->transposed) {
+            /* both from the output gradient in one call (the kernels may share work) */
+            st = graft_cpu_conv_backward(&s.g, graft_tensor_data(g), x ? graft_tensor_data(x) : NULL,
+                                         w ? graft_tensor_data(w) : NULL, gid, gwd, op);
+        } else {
+            /* the transposed conv's input is the small side: its gradient is a conv of grad */
+            if (gi) st = graft_cpu_conv_small(&s.g, graft_tensor_data(g), graft_tensor_data(w), NULL, gid, op);
+            if (!st && gw) st = graft_cpu_conv_weight(&s.g, graft_tensor_data(x), graft_tensor_data(g), gwd, op);
+        }
     }
     if (st || (gi && (st = cv_back_to(&gi, dt))) || (gw && (st = cv_back_to(&gw, dt)))) goto done;
     if (gbias) {
-        if ((st = graft_tensor_empty(&gb, 1, &s.cout, cdt, graft_cpu))) goto done;
         int64_t P = o->transposed ? s.g.H * s.g.W : s.g.OH * s.g.OW;
-        graft_cpu_conv_bias_grad(cdt, s.g.N, s.cout, P, graft_tensor_data(g), graft_tensor_data(gb));
-        if ((st = cv_back_to(&gb, dt))) goto done;
+        if ((st = graft_tensor_empty(&gb, 1, &s.cout, adt, dev))) goto done;
+        if (cuda) st = graft_cuda_conv_bias_grad(g, s.g.N, s.cout, P, gb, op);
+        else graft_cpu_conv_bias_grad(adt, s.g.N, s.cout, P, graft_tensor_data(g), graft_tensor_data(gb));
+        if (st || (st = cv_back_to(&gb, dt))) goto done;
     }
 done:
     graft_tensor_release(g);

@@ -1,13 +1,16 @@
 /* graft nn internals: float32 exp and tanh that vectorise inside `omp simd` loops (the
  * libm calls do not), for the softmax, cross-entropy and activation kernels. The same
  * approximations as core/cpu's elementwise loops (about 1 ulp, exact for NaN and
- * infinities), kept here because those loops are private to core/cpu. */
+ * infinities), kept here because those loops are private to core/cpu; and the Philox
+ * block of the dropout mask. */
 #ifndef GRAFT_NN_MATH_H
 #define GRAFT_NN_MATH_H
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "tensor/philox.h"
 
 /* e^x: x = n ln2 + r (Cody-Waite), a degree-6 polynomial for e^r, 2^n as two halves
  * so that subnormal results come out right. */
@@ -64,22 +67,10 @@ static inline float nn_erff(float x) {
     return copysignf(y, x);
 }
 
-/* Philox4x32-10, the same function as graft_philox (core/tensor/rng.c), inlined so a
- * loop over consecutive counters vectorises (32x32 -> 64-bit multiplies). */
-static inline void nn_philox(uint64_t seed, uint64_t counter, uint32_t *w0, uint32_t *w1, uint32_t *w2,
-                             uint32_t *w3) {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n1 = (uint32_t)p1;
-        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1, n3 = (uint32_t)p0;
-        c0 = n0; c1 = n1; c2 = n2; c3 = n3;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    *w0 = c0; *w1 = c1; *w2 = c2; *w3 = c3;
-}
+/* Philox4x32-10 for the dropout loop: graft_philox_block (tensor/philox.h), the one
+ * definition the CPU fills and the CUDA kernels use too, inlined so a loop over
+ * consecutive counters vectorises. */
+#define nn_philox graft_philox_block
 
 #define NN_EXP(a) _Generic((a), float: nn_expf, default: exp)(a)
 #define NN_TANH(a) _Generic((a), float: nn_tanhf, default: tanh)(a)

@@ -72,15 +72,99 @@ static graft_status nm_check_vec(const graft_tensor *t, int64_t C, const char *o
     return GRAFT_OK;
 }
 
-/* Errors unless t (when given) lives on x's device, in PyTorch's words. */
-static graft_status nm_same_device(const graft_tensor *x, const graft_tensor *t, const char *op) {
-    if (!t || graft_device_eq(graft_tensor_device(x), graft_tensor_device(t))) return GRAFT_OK;
-    char a[16], b[16];
-    return graft_error(GRAFT_EDEVICE, "%s: expected all tensors to be on the same device, but found %s and %s", op,
-                       graft_device_str(graft_tensor_device(x), a), graft_device_str(graft_tensor_device(t), b));
+static bool nm_on_cuda(const graft_tensor *x) { return graft_tensor_device(x).type == GRAFT_CUDA; }
+
+/* Releases the outputs of a failed backward. */
+static void nm_drop3(graft_tensor **a, graft_tensor **b, graft_tensor **c) {
+    graft_tensor **o[3] = {a, b, c};
+    for (int i = 0; i < 3; i++)
+        if (o[i]) {
+            graft_tensor_release(*o[i]);
+            *o[i] = NULL;
+        }
 }
 
-static bool nm_on_cuda(const graft_tensor *x) { return graft_tensor_device(x).type == GRAFT_CUDA; }
+/* The tensors of a layer_norm or group_norm forward, shared by the CPU and CUDA paths:
+ * x contiguous, w and b contiguous in x's dtype (NULL when absent), and the statistics
+ * mean, rstd [R] in x's dtype on x's device; *y like x. nm_fwd_end hands out what was
+ * asked for and releases the rest (all of it, *y too, after an error). */
+typedef struct { graft_tensor *x, *w, *b, *mean, *rstd; } nm_fwd;
+
+static graft_status nm_fwd_begin(nm_fwd *f, graft_tensor **y, graft_tensor *x, graft_tensor *w, graft_tensor *b,
+                                 int64_t R) {
+    graft_device dev = graft_tensor_device(x);
+    *f = (nm_fwd){0};
+    graft_status st;
+    if ((st = graft_tensor_contiguous(&f->x, x)) || (st = graft_nn_contig_as(&f->w, w, x->dtype)) ||
+        (st = graft_nn_contig_as(&f->b, b, x->dtype)) ||
+        (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev)) ||
+        (st = graft_tensor_empty(&f->mean, 1, &R, x->dtype, dev)) ||
+        (st = graft_tensor_empty(&f->rstd, 1, &R, x->dtype, dev)))
+        return st;
+    return GRAFT_OK;
+}
+
+static graft_status nm_fwd_end(nm_fwd *f, graft_status st, graft_tensor **y, graft_tensor **mean_out,
+                               graft_tensor **rstd_out) {
+    if (st) {
+        graft_tensor_release(*y);
+        *y = NULL;
+    } else {
+        if (mean_out) { *mean_out = f->mean; f->mean = NULL; }
+        if (rstd_out) { *rstd_out = f->rstd; f->rstd = NULL; }
+    }
+    graft_tensor_release(f->x);
+    graft_tensor_release(f->w);
+    graft_tensor_release(f->b);
+    graft_tensor_release(f->mean);
+    graft_tensor_release(f->rstd);
+    return st;
+}
+
+/* The operands of a CUDA backward: g, x and the forward's mean and rstd contiguous in
+ * x's dtype, w too when w_as_x (batch_norm's kernel reads w in any layout and dtype: it
+ * is only retained then), and the requested gradients on x's device (dx like x, dw and
+ * db of shape pshape). nm_bwd_end releases the operands, and the gradients after an
+ * error. */
+typedef struct { graft_tensor *g, *x, *w, *mean, *rstd; } nm_bwd;
+
+static graft_status nm_bwd_begin(nm_bwd *o, graft_tensor **dx, graft_tensor **dw, graft_tensor **db, graft_tensor *g,
+                                 graft_tensor *x, graft_tensor *w, graft_tensor *mean_t, graft_tensor *rstd_t,
+                                 int pndim, const int64_t *pshape, bool w_as_x, const char *op) {
+    graft_device dev = graft_tensor_device(x);
+    graft_status st;
+    *o = (nm_bwd){0};
+    if (dx) *dx = NULL;
+    if (dw) *dw = NULL;
+    if (db) *db = NULL;
+    if ((st = graft_nn_same_device(op, 3, (graft_tensor *[]){x, g, w})) ||
+        (st = graft_nn_contig_as(&o->g, g, x->dtype)) || (st = graft_tensor_contiguous(&o->x, x)) ||
+        (st = graft_nn_contig_as(&o->mean, mean_t, x->dtype)) || (st = graft_nn_contig_as(&o->rstd, rstd_t, x->dtype)))
+        return st;
+    if (w_as_x) {
+        if ((st = graft_nn_contig_as(&o->w, w, x->dtype))) return st;
+    } else if (w) {
+        graft_tensor_retain(o->w = w);
+    }
+    if ((dx && (st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, dev))) ||
+        (dw && (st = graft_tensor_empty(dw, pndim, pshape, x->dtype, dev))) ||
+        (db && (st = graft_tensor_empty(db, pndim, pshape, x->dtype, dev))))
+        return st;
+    return GRAFT_OK;
+}
+
+static graft_status nm_bwd_end(nm_bwd *o, graft_status st, graft_tensor **dx, graft_tensor **dw, graft_tensor **db) {
+    if (st) nm_drop3(dx, dw, db);
+    graft_tensor_release(o->g);
+    graft_tensor_release(o->x);
+    graft_tensor_release(o->w);
+    graft_tensor_release(o->mean);
+    graft_tensor_release(o->rstd);
+    return st;
+}
+
+/* A gradient argument for the kernels: the tensor, or NULL when not requested. */
+#define NM_OUT(p) ((p) ? *(p) : NULL)
 
 /* ======================================================================== */
 /* batch_norm                                                                */
@@ -158,11 +242,9 @@ static graft_status bn_check(graft_tensor *x, graft_tensor *rm, graft_tensor *rv
     if ((st = nm_check_vec(rm, *C, "batch_norm", "running_mean")) || (st = nm_check_vec(rv, *C, "batch_norm", "running_var")) ||
         (st = nm_check_vec(w, *C, "batch_norm", "weight")) || (st = nm_check_vec(b, *C, "batch_norm", "bias")))
         return st;
-    if ((st = nm_same_device(x, rm, "batch_norm")) || (st = nm_same_device(x, rv, "batch_norm")) ||
-        (st = nm_same_device(x, w, "batch_norm")) || (st = nm_same_device(x, b, "batch_norm")))
-        return st;
     /* num_batches_tracked, a counter, may also stay on the CPU beside a CUDA input */
-    if (nbt && graft_tensor_device(nbt).type != GRAFT_CPU && (st = nm_same_device(x, nbt, "batch_norm"))) return st;
+    graft_tensor *nbt_dev = nbt && graft_tensor_device(nbt).type != GRAFT_CPU ? nbt : NULL;
+    if ((st = graft_nn_same_device("batch_norm", 6, (graft_tensor *[]){x, rm, rv, w, b, nbt_dev}))) return st;
     if (!rm != !rv) return graft_error(GRAFT_EINVAL, "batch_norm: running_mean and running_var go together (one is missing)");
     if (training && *N * *L <= 1)
         return graft_error(GRAFT_EINVAL, "batch_norm: expected more than 1 value per channel when training, got input size %s",
@@ -333,52 +415,20 @@ static void bn_sums(const nn_span_ops *ops, const char *g, const char *x, int64_
     }
 }
 
-/* Releases the outputs of a failed backward. */
-static void nm_drop3(graft_tensor **a, graft_tensor **b, graft_tensor **c) {
-    graft_tensor **o[3] = {a, b, c};
-    for (int i = 0; i < 3; i++)
-        if (o[i]) {
-            graft_tensor_release(*o[i]);
-            *o[i] = NULL;
-        }
-}
-
-static graft_status bn_backward_cuda(graft_tensor **dx, graft_tensor **dw, graft_tensor **db, graft_tensor *g,
-                                     graft_tensor *x, graft_tensor *w, graft_tensor *mean_t, graft_tensor *invstd_t,
-                                     bool training) {
-    graft_device dev = graft_tensor_device(x);
-    int64_t C = x->shape[1];
-    graft_tensor *gc = NULL, *xc = NULL, *mc = NULL, *ic = NULL;
-    graft_status st;
-    if (dx) *dx = NULL;
-    if (dw) *dw = NULL;
-    if (db) *db = NULL;
-    if ((st = nm_same_device(x, g, "batch_norm backward")) || (st = nm_same_device(x, w, "batch_norm backward")) ||
-        (st = graft_nn_contig_as(&gc, g, x->dtype)) || (st = graft_tensor_contiguous(&xc, x)) ||
-        (st = graft_nn_contig_as(&mc, mean_t, x->dtype)) || (st = graft_nn_contig_as(&ic, invstd_t, x->dtype)))
-        goto done;
-    if ((dx && (st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, dev))) ||
-        (dw && (st = graft_tensor_empty(dw, 1, &C, x->dtype, dev))) ||
-        (db && (st = graft_tensor_empty(db, 1, &C, x->dtype, dev))))
-        goto done;
-    st = graft_cuda_batch_norm_backward(dx ? *dx : NULL, dw ? *dw : NULL, db ? *db : NULL, gc, xc, w, mc, ic, training);
-done:
-    if (st) nm_drop3(dx, dw, db);
-    graft_tensor_release(gc);
-    graft_tensor_release(xc);
-    graft_tensor_release(mc);
-    graft_tensor_release(ic);
-    return st;
-}
-
 /* Training (statistics of the batch):
  *   dx = w invstd (g - mean(g) - xhat mean(g xhat)),  xhat = (x - mean) invstd
  * eval (constant statistics): dx = w invstd g. In both, dw = sum(g xhat), db = sum(g). */
 graft_status graft_nn_batch_norm_backward(graft_tensor **dx, graft_tensor **dw, graft_tensor **db, graft_tensor *g,
                                           graft_tensor *x, graft_tensor *w, graft_tensor *mean_t,
                                           graft_tensor *invstd_t, bool training) {
-    if (nm_on_cuda(x)) return bn_backward_cuda(dx, dw, db, g, x, w, mean_t, invstd_t, training);
     int64_t N = x->shape[0], C = x->shape[1], L = 1, M;
+    if (nm_on_cuda(x)) {
+        nm_bwd o;
+        graft_status st = nm_bwd_begin(&o, dx, dw, db, g, x, w, mean_t, invstd_t, 1, &C, false, "batch_norm backward");
+        if (!st) st = graft_cuda_batch_norm_backward(NM_OUT(dx), NM_OUT(dw), NM_OUT(db), o.g, o.x, o.w, o.mean, o.rstd,
+                                                     training);
+        return nm_bwd_end(&o, st, dx, dw, db);
+    }
     for (int d = 2; d < x->ndim; d++) L *= x->shape[d];
     M = N * L;
     const nn_span_ops *ops = nm_ops(x);
@@ -444,11 +494,7 @@ graft_status graft_nn_batch_norm_backward(graft_tensor **dx, graft_tensor **dw, 
         }
     }
 done:
-    if (st) {
-        if (dx) { graft_tensor_release(*dx); *dx = NULL; }
-        if (dw) { graft_tensor_release(*dw); *dw = NULL; }
-        if (db) { graft_tensor_release(*db); *db = NULL; }
-    }
+    if (st) nm_drop3(dx, dw, db);
     graft_tensor_release(gc);
     graft_tensor_release(xc);
     free(sg);
@@ -499,7 +545,7 @@ static graft_status ln_check(graft_tensor *x, int nshape, const int64_t *ns, gra
         if (!graft_dtype_is_float(p->dtype))
             return graft_error(GRAFT_ETYPE, "layer_norm: %s must be floating point, got %s", names[k],
                                graft_dtype_name(p->dtype));
-        if ((st = nm_same_device(x, p, "layer_norm"))) return st;
+        if ((st = graft_nn_same_device("layer_norm", 2, (graft_tensor *[]){x, p}))) return st;
     }
     *D = 1;
     for (int i = 0; i < nshape; i++) *D *= ns[i];
@@ -507,34 +553,13 @@ static graft_status ln_check(graft_tensor *x, int nshape, const int64_t *ns, gra
     return GRAFT_OK;
 }
 
-graft_status graft_nn_layer_norm_forward(graft_tensor **y, graft_tensor **mean_out, graft_tensor **rstd_out,
-                                         graft_tensor *x, int nshape, const int64_t *ns, graft_tensor *w,
-                                         graft_tensor *b, double eps) {
-    int64_t R = 0, D = 0;
-    *y = NULL;
-    if (mean_out) *mean_out = NULL;
-    if (rstd_out) *rstd_out = NULL;
-    graft_status st = ln_check(x, nshape, ns, w, b, &R, &D);
-    if (st) return st;
-    const nn_span_ops *ops = nm_ops(x);
+/* Each row: mean and rstd in double, then y = (x - mean) rstd w + b. */
+static void ln_forward_cpu(const nm_fwd *f, graft_tensor *y, int64_t R, int64_t D, double eps) {
+    const nn_span_ops *ops = nm_ops(f->x);
     size_t esz = ops->esz;
-    graft_tensor *xc = NULL, *wc = NULL, *bc = NULL, *mt = NULL, *rt = NULL;
-    graft_device dev = graft_tensor_device(x);
-    if ((st = graft_tensor_contiguous(&xc, x)) || (st = graft_nn_contig_as(&wc, w, x->dtype)) ||
-        (st = graft_nn_contig_as(&bc, b, x->dtype)) ||
-        (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev)) ||
-        (st = graft_tensor_empty(&mt, 1, &R, x->dtype, dev)) ||
-        (st = graft_tensor_empty(&rt, 1, &R, x->dtype, dev)))
-        goto done;
-    if (nm_on_cuda(x)) {
-        if ((st = graft_cuda_layer_norm_forward(*y, mt, rt, xc, wc, bc, R, D, eps))) goto done;
-        if (mean_out) { *mean_out = mt; mt = NULL; }
-        if (rstd_out) { *rstd_out = rt; rt = NULL; }
-        goto done;
-    }
-    const char *xp = graft_tensor_data(xc);
-    const void *wp = wc ? graft_tensor_data(wc) : NULL, *bp = bc ? graft_tensor_data(bc) : NULL;
-    char *yp = graft_tensor_data(*y), *mp = graft_tensor_data(mt), *rp = graft_tensor_data(rt);
+    const char *xp = graft_tensor_data(f->x);
+    const void *wp = f->w ? graft_tensor_data(f->w) : NULL, *bp = f->b ? graft_tensor_data(f->b) : NULL;
+    char *yp = graft_tensor_data(y), *mp = graft_tensor_data(f->mean), *rp = graft_tensor_data(f->rstd);
     int nt = nm_threads(R * D);
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t r = 0; r < R; r++) {
@@ -546,19 +571,23 @@ graft_status graft_nn_layer_norm_forward(graft_tensor **y, graft_tensor **mean_o
         nm_put(mp, esz, r, m);
         nm_put(rp, esz, r, rs);
     }
-    if (mean_out) { *mean_out = mt; mt = NULL; }
-    if (rstd_out) { *rstd_out = rt; rt = NULL; }
-done:
-    if (st) {
-        graft_tensor_release(*y);
-        *y = NULL;
+}
+
+graft_status graft_nn_layer_norm_forward(graft_tensor **y, graft_tensor **mean_out, graft_tensor **rstd_out,
+                                         graft_tensor *x, int nshape, const int64_t *ns, graft_tensor *w,
+                                         graft_tensor *b, double eps) {
+    int64_t R = 0, D = 0;
+    *y = NULL;
+    if (mean_out) *mean_out = NULL;
+    if (rstd_out) *rstd_out = NULL;
+    graft_status st = ln_check(x, nshape, ns, w, b, &R, &D);
+    if (st) return st;
+    nm_fwd f;
+    if (!(st = nm_fwd_begin(&f, y, x, w, b, R))) {
+        if (nm_on_cuda(x)) st = graft_cuda_layer_norm_forward(*y, f.mean, f.rstd, f.x, f.w, f.b, R, D, eps);
+        else ln_forward_cpu(&f, *y, R, D, eps);
     }
-    graft_tensor_release(xc);
-    graft_tensor_release(wc);
-    graft_tensor_release(bc);
-    graft_tensor_release(mt);
-    graft_tensor_release(rt);
-    return st;
+    return nm_fwd_end(&f, st, y, mean_out, rstd_out);
 }
 
 /* Per row, with xhat = (x - mean) rstd and gw = g w:
@@ -570,6 +599,15 @@ graft_status graft_nn_layer_norm_backward(graft_tensor **dx, graft_tensor **dw, 
     int64_t D = 1;
     for (int i = 0; i < nshape; i++) D *= x->shape[x->ndim - nshape + i];
     int64_t R = D ? graft_tensor_numel(x) / D : 0;
+    if (nm_on_cuda(x)) {
+        nm_bwd o;
+        graft_status st = nm_bwd_begin(&o, dx, dw, db, g, x, w, mean_t, rstd_t, nshape, x->shape + x->ndim - nshape,
+                                       true, "layer_norm backward");
+        if (!st)
+            st = graft_cuda_layer_norm_backward(NM_OUT(dx), NM_OUT(dw), NM_OUT(db), o.g, o.x, o.w, o.mean, o.rstd, R,
+                                                D);
+        return nm_bwd_end(&o, st, dx, dw, db);
+    }
     const nn_span_ops *ops = nm_ops(x);
     size_t esz = ops->esz;
     graft_tensor *gc = NULL, *xc = NULL, *wc = NULL;
@@ -579,25 +617,10 @@ graft_status graft_nn_layer_norm_backward(graft_tensor **dx, graft_tensor **dw, 
     if (dw) *dw = NULL;
     if (db) *db = NULL;
     int nt = nm_threads(R * D);
-    if ((st = nm_same_device(x, g, "layer_norm backward")) || (st = graft_nn_contig_as(&gc, g, x->dtype)) ||
+    if ((st = graft_nn_same_device("layer_norm backward", 2, (graft_tensor *[]){x, g})) ||
+        (st = graft_nn_contig_as(&gc, g, x->dtype)) ||
         (st = graft_tensor_contiguous(&xc, x)) || (st = graft_nn_contig_as(&wc, w, x->dtype)))
         goto done;
-    if (nm_on_cuda(x)) {
-        graft_device dev = graft_tensor_device(x);
-        const int64_t *ns = x->shape + x->ndim - nshape;
-        graft_tensor *mc = NULL, *rc = NULL;
-        if (dx) st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, dev);
-        if (!st && dw) st = graft_tensor_empty(dw, nshape, ns, x->dtype, dev);
-        if (!st && db) st = graft_tensor_empty(db, nshape, ns, x->dtype, dev);
-        if (!st) st = graft_nn_contig_as(&mc, mean_t, x->dtype);
-        if (!st) st = graft_nn_contig_as(&rc, rstd_t, x->dtype);
-        if (!st)
-            st = graft_cuda_layer_norm_backward(dx ? *dx : NULL, dw ? *dw : NULL, db ? *db : NULL, gc, xc, wc, mc, rc,
-                                                R, D);
-        graft_tensor_release(mc);
-        graft_tensor_release(rc);
-        goto done;
-    }
     if (dx && (st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, graft_cpu))) goto done;
     bool acc = dw || db;
     if (acc && !(part = calloc((size_t)nt * 2 * (size_t)D + 1, sizeof(double)))) {
@@ -640,11 +663,7 @@ graft_status graft_nn_layer_norm_backward(graft_tensor **dx, graft_tensor **dw, 
         if (db && (st = nm_vector(db, part + D, nshape, ns, x->dtype))) goto done;
     }
 done:
-    if (st) {
-        if (dx) { graft_tensor_release(*dx); *dx = NULL; }
-        if (dw) { graft_tensor_release(*dw); *dw = NULL; }
-        if (db) { graft_tensor_release(*db); *db = NULL; }
-    }
+    if (st) nm_drop3(dx, dw, db);
     free(part);
     graft_tensor_release(gc);
     graft_tensor_release(xc);
@@ -682,88 +701,26 @@ static graft_status gn_check(graft_tensor *x, int64_t G, graft_tensor *w, graft_
                            "got input of shape %s and num_groups = %lld",
                            graft_shape_str(x->ndim, x->shape, s, sizeof s), (long long)G);
     if ((st = nm_check_vec(w, *C, "group_norm", "weight")) || (st = nm_check_vec(b, *C, "group_norm", "bias")) ||
-        (st = nm_same_device(x, w, "group_norm")) || (st = nm_same_device(x, b, "group_norm")))
+        (st = graft_nn_same_device("group_norm", 3, (graft_tensor *[]){x, w, b})))
         return st;
     return GRAFT_OK;
 }
 
-static graft_status gn_forward_cuda(graft_tensor **y, graft_tensor **mean_out, graft_tensor **rstd_out,
-                                    graft_tensor *x, int64_t G, graft_tensor *w, graft_tensor *b, double eps,
-                                    int64_t N, int64_t C, int64_t L) {
-    graft_device dev = graft_tensor_device(x);
-    int64_t NG = N * G;
-    graft_tensor *xc = NULL, *wc = NULL, *bc = NULL, *mt = NULL, *rt = NULL;
-    graft_status st;
-    if ((st = graft_tensor_contiguous(&xc, x)) || (st = graft_nn_contig_as(&wc, w, x->dtype)) ||
-        (st = graft_nn_contig_as(&bc, b, x->dtype)) || (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev)) ||
-        (st = graft_tensor_empty(&mt, 1, &NG, x->dtype, dev)) || (st = graft_tensor_empty(&rt, 1, &NG, x->dtype, dev)) ||
-        (st = graft_cuda_group_norm_forward(*y, mt, rt, xc, wc, bc, N, C, L, G, eps)))
-        goto done;
-    if (mean_out) { *mean_out = mt; mt = NULL; }
-    if (rstd_out) { *rstd_out = rt; rt = NULL; }
-done:
-    if (st) {
-        graft_tensor_release(*y);
-        *y = NULL;
-    }
-    graft_tensor_release(xc);
-    graft_tensor_release(wc);
-    graft_tensor_release(bc);
-    graft_tensor_release(mt);
-    graft_tensor_release(rt);
-    return st;
-}
-
-static graft_status gn_backward_cuda(graft_tensor **dx, graft_tensor **dw, graft_tensor **db, graft_tensor *g,
-                                     graft_tensor *x, int64_t G, graft_tensor *w, graft_tensor *mean_t,
-                                     graft_tensor *rstd_t, int64_t N, int64_t C, int64_t L) {
-    graft_device dev = graft_tensor_device(x);
-    graft_tensor *gc = NULL, *xc = NULL, *wc = NULL, *mc = NULL, *rc = NULL;
-    graft_status st;
-    if ((st = nm_same_device(x, g, "group_norm backward")) || (st = graft_nn_contig_as(&gc, g, x->dtype)) ||
-        (st = graft_tensor_contiguous(&xc, x)) || (st = graft_nn_contig_as(&wc, w, x->dtype)) ||
-        (st = graft_nn_contig_as(&mc, mean_t, x->dtype)) || (st = graft_nn_contig_as(&rc, rstd_t, x->dtype)))
-        goto done;
-    if (dx && (st = graft_tensor_empty(dx, x->ndim, x->shape, x->dtype, dev))) goto done;
-    if (dw && (st = graft_tensor_empty(dw, 1, &C, x->dtype, dev))) goto done;
-    if (db && (st = graft_tensor_empty(db, 1, &C, x->dtype, dev))) goto done;
-    st = graft_cuda_group_norm_backward(dx ? *dx : NULL, dw ? *dw : NULL, db ? *db : NULL, gc, xc, wc, mc, rc, N, C, L,
-                                        G);
-done:
-    if (st) nm_drop3(dx, dw, db);
-    graft_tensor_release(gc);
-    graft_tensor_release(xc);
-    graft_tensor_release(wc);
-    graft_tensor_release(mc);
-    graft_tensor_release(rc);
-    return st;
-}
-
-graft_status graft_nn_group_norm_forward(graft_tensor **y, graft_tensor **mean_out, graft_tensor **rstd_out,
-                                         graft_tensor *x, int64_t G, graft_tensor *w, graft_tensor *b, double eps) {
-    int64_t N = 0, C = 0, L = 0;
-    *y = NULL;
-    if (mean_out) *mean_out = NULL;
-    if (rstd_out) *rstd_out = NULL;
-    graft_status st = gn_check(x, G, w, b, &N, &C, &L);
-    if (st) return st;
-    if (nm_on_cuda(x)) return gn_forward_cuda(y, mean_out, rstd_out, x, G, w, b, eps, N, C, L);
-    const nn_span_ops *ops = nm_ops(x);
+/* Each (n, group): mean and rstd in double over its C/G * L values, then per channel
+ * y = x scale + shift. w and b are read as given (any float dtype). */
+static graft_status gn_forward_cpu(const nm_fwd *f, graft_tensor *y, graft_tensor *w, graft_tensor *b, int64_t N,
+                                   int64_t C, int64_t L, int64_t G, double eps) {
+    const nn_span_ops *ops = nm_ops(f->x);
     size_t esz = ops->esz;
     int64_t Cg = C / G, D = Cg * L, NG = N * G;
-    graft_tensor *xc = NULL, *mt = NULL, *rt = NULL;
     double *wv = malloc(sizeof(double) * (size_t)(2 * C + 1)), *bv = wv ? wv + C : NULL;
     if (!wv) return graft_error(GRAFT_ENOMEM, "group_norm: out of memory");
     for (int64_t c = 0; c < C; c++) {
         wv[c] = w ? nm_load(w, c) : 1.0;
         bv[c] = b ? nm_load(b, c) : 0.0;
     }
-    if ((st = graft_tensor_contiguous(&xc, x)) || (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, graft_cpu)) ||
-        (st = graft_tensor_empty(&mt, 1, &NG, x->dtype, graft_cpu)) ||
-        (st = graft_tensor_empty(&rt, 1, &NG, x->dtype, graft_cpu)))
-        goto done;
-    const char *xp = graft_tensor_data(xc);
-    char *yp = graft_tensor_data(*y), *mp = graft_tensor_data(mt), *rp = graft_tensor_data(rt);
+    const char *xp = graft_tensor_data(f->x);
+    char *yp = graft_tensor_data(y), *mp = graft_tensor_data(f->mean), *rp = graft_tensor_data(f->rstd);
     int nt = nm_threads(N * C * L);
     #pragma omp parallel for num_threads(nt) if (nt > 1) schedule(static)
     for (int64_t ng = 0; ng < NG; ng++) {
@@ -779,18 +736,24 @@ graft_status graft_nn_group_norm_forward(graft_tensor **y, graft_tensor **mean_o
         nm_put(mp, esz, ng, m);
         nm_put(rp, esz, ng, rs);
     }
-    if (mean_out) { *mean_out = mt; mt = NULL; }
-    if (rstd_out) { *rstd_out = rt; rt = NULL; }
-done:
-    if (st) {
-        graft_tensor_release(*y);
-        *y = NULL;
-    }
     free(wv);
-    graft_tensor_release(xc);
-    graft_tensor_release(mt);
-    graft_tensor_release(rt);
-    return st;
+    return GRAFT_OK;
+}
+
+graft_status graft_nn_group_norm_forward(graft_tensor **y, graft_tensor **mean_out, graft_tensor **rstd_out,
+                                         graft_tensor *x, int64_t G, graft_tensor *w, graft_tensor *b, double eps) {
+    int64_t N = 0, C = 0, L = 0;
+    *y = NULL;
+    if (mean_out) *mean_out = NULL;
+    if (rstd_out) *rstd_out = NULL;
+    graft_status st = gn_check(x, G, w, b, &N, &C, &L);
+    if (st) return st;
+    nm_fwd f;
+    if (!(st = nm_fwd_begin(&f, y, x, w, b, N * G))) {
+        if (nm_on_cuda(x)) st = graft_cuda_group_norm_forward(*y, f.mean, f.rstd, f.x, f.w, f.b, N, C, L, G, eps);
+        else st = gn_forward_cpu(&f, *y, w, b, N, C, L, G, eps);
+    }
+    return nm_fwd_end(&f, st, y, mean_out, rstd_out);
 }
 
 /* Per (n, group), with xhat = (x - mean) rstd over the group's D = C/G * L values:
@@ -810,7 +773,14 @@ graft_status graft_nn_group_norm_backward(graft_tensor **dx, graft_tensor **dw, 
     if (dx) *dx = NULL;
     if (dw) *dw = NULL;
     if (db) *db = NULL;
-    if (nm_on_cuda(x)) return gn_backward_cuda(dx, dw, db, g, x, G, w, mean_t, rstd_t, N, C, L);
+    if (nm_on_cuda(x)) {
+        nm_bwd o;
+        st = nm_bwd_begin(&o, dx, dw, db, g, x, w, mean_t, rstd_t, 1, &C, true, "group_norm backward");
+        if (!st)
+            st = graft_cuda_group_norm_backward(NM_OUT(dx), NM_OUT(dw), NM_OUT(db), o.g, o.x, o.w, o.mean, o.rstd, N, C,
+                                                L, G);
+        return nm_bwd_end(&o, st, dx, dw, db);
+    }
     double *sg = malloc(sizeof(double) * (size_t)(4 * N * C + 2 * C + 1));
     if (!sg) return graft_error(GRAFT_ENOMEM, "group_norm backward: out of memory");
     double *sgx = sg + N * C, *wv = sgx + N * C, *vw = wv + C, *vb = vw + C;
@@ -858,11 +828,7 @@ graft_status graft_nn_group_norm_backward(graft_tensor **dx, graft_tensor **dw, 
     }
     #undef GN_STAT
 done:
-    if (st) {
-        if (dx) { graft_tensor_release(*dx); *dx = NULL; }
-        if (dw) { graft_tensor_release(*dw); *dw = NULL; }
-        if (db) { graft_tensor_release(*db); *db = NULL; }
-    }
+    if (st) nm_drop3(dx, dw, db);
     free(sg);
     graft_tensor_release(gc);
     graft_tensor_release(xc);

@@ -71,6 +71,30 @@ static graft_dtype la_compute(graft_dtype d) {
 
 /* ---- the shared driver ---- */
 
+/* Whether BLAS (cuBLAS alike) reads a rows x cols operand with element strides (rs, cs)
+ * as stored or as the transpose of a stored matrix (graft_cpu_blas_layout). */
+static bool la_readable(int64_t rows, int64_t cols, int64_t rs, int64_t cs) {
+    bool trans;
+    int64_t ld;
+    return graft_cpu_blas_layout(rows, cols, rs, cs, &trans, &ld);
+}
+
+/* Whether a batched product of a [batch..., m, k] and b [batch..., k, n] (nd dims) is
+ * one product [nbatch * m, k] x [k, n], as PyTorch folds matmul([.., m, k], [k, n]): b
+ * shared by every batch, a's batches stacked row after row (readable as one matrix). */
+static bool la_folds(const graft_tensor *a, const graft_tensor *b, int nd, int64_t nbatch) {
+    int64_t m = a->shape[nd - 2], k = a->shape[nd - 1];
+    bool b_shared = true, a_folds = a->stride[nd - 1] == 1 || k <= 1;
+    int64_t need = a->stride[nd - 2] * m;
+    for (int d = nd - 3; d >= 0; d--) {
+        if (b->stride[d] != 0 && b->shape[d] != 1) b_shared = false;
+        if (a->shape[d] == 1) continue;
+        if (a->stride[d] != need) a_folds = false;
+        need = a->stride[d] * a->shape[d];
+    }
+    return b_shared && a_folds && m > 0 && la_readable(nbatch * m, k, a->stride[nd - 2], a->stride[nd - 1]);
+}
+
 /* Whether the batch dims [0, nb) of t step by one stride (*bs elements per batch, the
  * batches in row-major order): contiguous batches, or a fully broadcast operand (0). */
 static bool la_uniform_batches(const graft_tensor *t, int nb, int64_t *bs) {
@@ -103,10 +127,10 @@ static graft_status la_gemm_cuda(graft_tensor *c, graft_tensor *a, graft_tensor 
                            "CPU only, as in PyTorch)", op, graft_dtype_name(a->dtype));
     int64_t m = a->shape[nd - 2], k = a->shape[nd - 1], n = b->shape[nd - 1], nbatch = 1;
     for (int d = 0; d < nb; d++) nbatch *= a->shape[d];
-    if (!graft_cuda_gemm_layout_ok(m, k, a->stride[nd - 2], a->stride[nd - 1])) st = graft_tensor_contiguous(&ac, a);
+    if (!la_readable(m, k, a->stride[nd - 2], a->stride[nd - 1])) st = graft_tensor_contiguous(&ac, a);
     else graft_tensor_retain(ac = a);
     if (st) goto done;
-    if (!graft_cuda_gemm_layout_ok(k, n, b->stride[nd - 2], b->stride[nd - 1])) st = graft_tensor_contiguous(&bc, b);
+    if (!la_readable(k, n, b->stride[nd - 2], b->stride[nd - 1])) st = graft_tensor_contiguous(&bc, b);
     else graft_tensor_retain(bc = b);
     if (st) goto done;
     graft_cuda_gemm_args g = {
@@ -118,17 +142,7 @@ static graft_status la_gemm_cuda(graft_tensor *c, graft_tensor *a, graft_tensor 
         .alpha = alpha, .beta = beta, .tf32 = la_tf32,
     };
     if (nbatch > 1) {
-        /* b shared by every batch and a's batches stacked row after row: one product
-         * of [nbatch * m, k] x [k, n] */
-        bool b_shared = true, a_folds = ac->stride[nd - 1] == 1 || k <= 1;
-        int64_t need = ac->stride[nd - 2] * m;
-        for (int d = nb - 1; d >= 0; d--) {
-            if (bc->stride[d] != 0 && bc->shape[d] != 1) b_shared = false;
-            if (ac->shape[d] == 1) continue;
-            if (ac->stride[d] != need) a_folds = false;
-            need = ac->stride[d] * ac->shape[d];
-        }
-        if (b_shared && a_folds && m > 0 && graft_cuda_gemm_layout_ok(nbatch * m, k, g.a_rs, g.a_cs)) {
+        if (la_folds(ac, bc, nd, nbatch)) {
             g.m = nbatch * m;
             g.nbatch = 1;
             g.c_bs = g.m * n;
@@ -169,19 +183,17 @@ static graft_status la_gemm(graft_tensor *c, graft_tensor *a, graft_tensor *b, d
     int nd = a->ndim, nb = nd - 2;
     graft_dtype cdt = la_compute(a->dtype);
     int64_t m = a->shape[nd - 2], k = a->shape[nd - 1], n = b->shape[nd - 1];
-    bool trans;
-    int64_t ld;
 
     /* operands in the compute dtype, copied only when BLAS cannot read the layout */
     if (cdt != a->dtype) {
         if ((st = graft_tensor_to_dtype(&ac, a, cdt)) || (st = graft_tensor_to_dtype(&bc, b, cdt))) goto done;
     } else {
-        if (cdt != GRAFT_I64 && !graft_cpu_blas_layout(m, k, a->stride[nd - 2], a->stride[nd - 1], &trans, &ld))
+        if (cdt != GRAFT_I64 && !la_readable(m, k, a->stride[nd - 2], a->stride[nd - 1]))
             st = graft_tensor_contiguous(&ac, a);
         else
             graft_tensor_retain(ac = a);
         if (st) goto done;
-        if (cdt != GRAFT_I64 && !graft_cpu_blas_layout(k, n, b->stride[nd - 2], b->stride[nd - 1], &trans, &ld))
+        if (cdt != GRAFT_I64 && !la_readable(k, n, b->stride[nd - 2], b->stride[nd - 1]))
             st = graft_tensor_contiguous(&bc, b);
         else
             graft_tensor_retain(bc = b);
@@ -205,17 +217,7 @@ static graft_status la_gemm(graft_tensor *c, graft_tensor *a, graft_tensor *b, d
         .c = graft_tensor_data(cc), .alpha = alpha, .beta = beta,
     };
     if (nbatch > 1) {
-        /* b shared by every batch and a's batches stacked row after row: one product
-         * of [nbatch * m, k] x [k, n], as PyTorch folds matmul([.., m, k], [k, n]) */
-        bool b_shared = true, a_folds = ac->stride[nd - 1] == 1 || k <= 1;
-        int64_t need = ac->stride[nd - 2] * m;
-        for (int d = nb - 1; d >= 0; d--) {
-            if (bc->stride[d] != 0 && bc->shape[d] != 1) b_shared = false;
-            if (ac->shape[d] == 1) continue;
-            if (ac->stride[d] != need) a_folds = false;
-            need = ac->stride[d] * ac->shape[d];
-        }
-        if (b_shared && a_folds && m > 0 && graft_cpu_blas_layout(nbatch * m, k, g.a_rs, g.a_cs, &trans, &ld)) {
+        if (la_folds(ac, bc, nd, nbatch)) {
             g.m = nbatch * m;
             g.nbatch = 1;
         } else {

@@ -69,63 +69,27 @@ static graft_status red_check_nonempty(const graft_tensor *t, uint32_t mask, boo
 
 /* ---- the common runner ---- */
 
-/* The CUDA runner: the kernels read t in its own dtype and write the dtype
- * graft_cuda_reduce_dtype names, converted to odt afterwards when it differs. any/all
- * run on bool (t converted first, as on the CPU); aux: LSE's per-output shift or NULL. */
-static graft_status red_run_cuda(graft_tensor **out, graft_tensor **idx_out, graft_tensor *t, uint32_t mask,
-                                 int ondim, const int64_t *oshape, graft_dtype odt, const graft_reduce_cfg *cfg,
-                                 graft_tensor *aux, const char *name) {
-    graft_tensor *x = NULL, *o = NULL, *idx = NULL;
-    graft_status st;
-    bool logic = cfg->op == GRAFT_RED_ANY || cfg->op == GRAFT_RED_ALL;
-    if (out) *out = NULL;
-    if (idx_out) *idx_out = NULL;
-    if ((st = graft_tensor_to_dtype(&x, t, logic ? GRAFT_BOOL : t->dtype))) goto done;
-    graft_dtype ndt = graft_cuda_reduce_dtype(cfg->op, x->dtype);
-    if (out && (st = graft_tensor_empty(&o, ondim, oshape, ndt, graft_tensor_device(t)))) goto done;
-    if (idx_out && (st = graft_tensor_empty(&idx, ondim, oshape, GRAFT_I64, graft_tensor_device(t)))) goto done;
-    if ((st = graft_cuda_reduce(o, idx, x, mask, cfg, aux, name))) goto done;
-    if (out) {
-        if ((st = graft_tensor_to_dtype(out, o, odt))) goto done;
-    }
-    if (idx_out) {
-        *idx_out = idx;
-        idx = NULL;
-    }
-done:
-    graft_tensor_release(x);
-    graft_tensor_release(o);
-    graft_tensor_release(idx);
-    if (st && out && *out) {
-        graft_tensor_release(*out);
-        *out = NULL;
-    }
-    return st;
-}
-
-/* Converts t to cdt, reduces the mask dims into fresh outputs of shape (ondim, oshape):
- * values (*out, converted to odt) and/or indices (*idx_out, int64). CUDA tensors go to
- * red_run_cuda. */
+/* Reduces the mask dims of t into fresh outputs of shape (ondim, oshape): values (*out,
+ * in odt) and/or indices (*idx_out, int64). On the CPU t is converted to cdt and reduced
+ * in it (aux: LSE's per-output shift as doubles, or NULL). CUDA kernels read t in its
+ * own dtype (any/all on bool, converted first as on the CPU) and write the dtype
+ * graft_cuda_reduce_dtype names (aux_dev: LSE's shift on the device, or NULL); the
+ * values are converted to odt where that differs. */
 static graft_status red_run(graft_tensor **out, graft_tensor **idx_out, graft_tensor *t, uint32_t mask, int ondim,
                             const int64_t *oshape, graft_dtype cdt, graft_dtype odt, const graft_reduce_cfg *cfg,
-                            const double *aux, const char *name) {
-    if (red_on_cuda(t)) return red_run_cuda(out, idx_out, t, mask, ondim, oshape, odt, cfg, NULL, name);
+                            const double *aux, graft_tensor *aux_dev, const char *name) {
     graft_tensor *x = NULL, *o = NULL, *idx = NULL;
     graft_status st;
+    bool cuda = red_on_cuda(t), logic = cfg->op == GRAFT_RED_ANY || cfg->op == GRAFT_RED_ALL;
+    graft_device dev = graft_tensor_device(t);
     if (out) *out = NULL;
     if (idx_out) *idx_out = NULL;
-    if ((st = graft_tensor_to_dtype(&x, t, cdt))) goto done;
-    if (out && (st = graft_tensor_empty(&o, ondim, oshape, cdt, graft_tensor_device(t)))) goto done;
-    if (idx_out && (st = graft_tensor_empty(&idx, ondim, oshape, GRAFT_I64, graft_tensor_device(t)))) goto done;
-    if ((st = graft_cpu_reduce(o, idx, x, mask, cfg, aux))) goto done;
-    if (out) {
-        if (odt != cdt) {
-            if ((st = graft_tensor_to_dtype(out, o, odt))) goto done;
-        } else {
-            *out = o;
-            o = NULL;
-        }
-    }
+    if ((st = graft_tensor_to_dtype(&x, t, !cuda ? cdt : logic ? GRAFT_BOOL : t->dtype))) goto done;
+    graft_dtype ndt = cuda ? graft_cuda_reduce_dtype(cfg->op, x->dtype) : cdt;
+    if (out && (st = graft_tensor_empty(&o, ondim, oshape, ndt, dev))) goto done;
+    if (idx_out && (st = graft_tensor_empty(&idx, ondim, oshape, GRAFT_I64, dev))) goto done;
+    st = cuda ? graft_cuda_reduce(o, idx, x, mask, cfg, aux_dev, name) : graft_cpu_reduce(o, idx, x, mask, cfg, aux);
+    if (st || (out && (st = graft_tensor_to_dtype(out, o, odt)))) goto done;
     if (idx_out) {
         *idx_out = idx;
         idx = NULL;
@@ -150,7 +114,7 @@ static graft_status red_simple(graft_tensor **out, graft_tensor *t, const int *d
     graft_status st = red_mask(&mask, t, dims, ndims, op);
     if (st) return st;
     int n = red_out_shape(t, mask, keepdim, shape);
-    return red_run(out, NULL, t, mask, n, shape, cdt, odt, cfg, NULL, op);
+    return red_run(out, NULL, t, mask, n, shape, cdt, odt, cfg, NULL, NULL, op);
 }
 
 /* ---- sums and products ---- */
@@ -218,7 +182,7 @@ static graft_status red_extreme(graft_tensor **out, graft_tensor *t, const int *
     if ((st = red_check_nonempty(t, mask, ndims == 0, name))) return st;
     int n = red_out_shape(t, mask, keepdim, shape);
     graft_reduce_cfg cfg = {.op = op};
-    return red_run(out, NULL, t, mask, n, shape, red_compute(t->dtype), t->dtype, &cfg, NULL, name);
+    return red_run(out, NULL, t, mask, n, shape, red_compute(t->dtype), t->dtype, &cfg, NULL, NULL, name);
 }
 
 graft_status graft_reduce_amax(graft_tensor **out, graft_tensor *t, const int *dims, int ndims, bool keepdim) {
@@ -250,7 +214,7 @@ static graft_status red_extreme_dim(graft_tensor **values, graft_tensor **indice
     if ((st = red_check_nonempty(t, mask, false, name))) return st;
     int n = red_out_shape(t, mask, keepdim, shape);
     graft_reduce_cfg cfg = {.op = op};
-    return red_run(values, indices, t, mask, n, shape, red_compute(t->dtype), t->dtype, &cfg, NULL, name);
+    return red_run(values, indices, t, mask, n, shape, red_compute(t->dtype), t->dtype, &cfg, NULL, NULL, name);
 }
 
 graft_status graft_reduce_max_dim(graft_tensor **values, graft_tensor **indices, graft_tensor *t, int dim,
@@ -279,7 +243,7 @@ static graft_status red_arg(graft_tensor **out, graft_tensor *t, const int *dim,
         if ((st = red_mask(&mask, t, dim, 1, name))) return st;
         if ((st = red_check_nonempty(t, mask, false, name))) return st;
         int n = red_out_shape(t, mask, keepdim, shape);
-        return red_run(NULL, out, t, mask, n, shape, cdt, cdt, &cfg, NULL, name);
+        return red_run(NULL, out, t, mask, n, shape, cdt, cdt, &cfg, NULL, NULL, name);
     }
     if ((st = red_check_nonempty(t, 0, true, name))) return st;
     graft_tensor *c = NULL, *flat = NULL;
@@ -287,7 +251,7 @@ static graft_status red_arg(graft_tensor **out, graft_tensor *t, const int *dim,
     int ondim = keepdim ? t->ndim : 0;
     for (int d = 0; d < ondim; d++) shape[d] = 1;
     if (!(st = graft_tensor_contiguous(&c, t)) && !(st = graft_tensor_view_of(&flat, c, 1, &n, &one, c->offset)))
-        st = red_run(NULL, out, flat, 1u, ondim, shape, cdt, cdt, &cfg, NULL, name);
+        st = red_run(NULL, out, flat, 1u, ondim, shape, cdt, cdt, &cfg, NULL, NULL, name);
     graft_tensor_release(flat);
     graft_tensor_release(c);
     return st;
@@ -354,22 +318,23 @@ graft_status graft_reduce_logsumexp(graft_tensor **out, graft_tensor *t, const i
         graft_tensor *x = NULL;
         if ((st = graft_tensor_to_dtype(&x, t, odt))) return st;
         if (graft_tensor_numel(x) == 0)
-            st = red_run_cuda(out, NULL, x, mask, n, shape, odt, &cfg, NULL, "logsumexp");
-        else if (!(st = red_run_cuda(&m, NULL, x, mask, n, shape, odt, &mcfg, NULL, "logsumexp")))
-            st = red_run_cuda(out, NULL, x, mask, n, shape, odt, &cfg, m, "logsumexp");
+            st = red_run(out, NULL, x, mask, n, shape, odt, odt, &cfg, NULL, NULL, "logsumexp");
+        else if (!(st = red_run(&m, NULL, x, mask, n, shape, odt, odt, &mcfg, NULL, NULL, "logsumexp")))
+            st = red_run(out, NULL, x, mask, n, shape, odt, odt, &cfg, NULL, m, "logsumexp");
         graft_tensor_release(m);
         graft_tensor_release(x);
         return st;
     }
-    if (graft_tensor_numel(t) == 0) return red_run(out, NULL, t, mask, n, shape, cdt, odt, &cfg, NULL, "logsumexp");
-    if (!(st = red_run(&m, NULL, t, mask, n, shape, cdt, cdt, &mcfg, NULL, "logsumexp")) &&
+    if (graft_tensor_numel(t) == 0)
+        return red_run(out, NULL, t, mask, n, shape, cdt, odt, &cfg, NULL, NULL, "logsumexp");
+    if (!(st = red_run(&m, NULL, t, mask, n, shape, cdt, cdt, &mcfg, NULL, NULL, "logsumexp")) &&
         !(st = graft_tensor_to_dtype(&m64, m, GRAFT_F64))) {
         double *a = graft_tensor_data(m64);
         int64_t k = graft_tensor_numel(m64);
         /* m64 may be m itself (float64 input): it is ours either way, and only the shift */
         for (int64_t i = 0; i < k; i++)
             if (isinf(a[i])) a[i] = 0;
-        st = red_run(out, NULL, t, mask, n, shape, cdt, odt, &cfg, a, "logsumexp");
+        st = red_run(out, NULL, t, mask, n, shape, cdt, odt, &cfg, a, NULL, "logsumexp");
     }
     graft_tensor_release(m64);
     graft_tensor_release(m);

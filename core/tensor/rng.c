@@ -1,13 +1,13 @@
-/* graft core: Philox4x32-10 and the fills built on it (see rng.h). Fills generate in
- * element order over a contiguous scratch buffer and then copy into t, so the values
+/* graft core: the random stream and the fills built on it (see rng.h). Fills generate
+ * in element order over a contiguous scratch buffer and then copy into t, so the values
  * do not depend on t's strides or on the thread count. CUDA tensors are filled on the
- * device (core/cuda/random.cu) from the same words with the same arithmetic: a seed
- * gives the same values on either device. */
+ * device (core/cuda/random.cu) from the same words with the same arithmetic (philox.h,
+ * shared): a seed gives the same values on either device. */
 #include "rng.h"
 
 #include "cuda/random.h"
+#include "philox.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,21 +22,6 @@ uint64_t graft_rng_reserve(uint64_t nblocks) {
     uint64_t c = rng_global.offset;
     rng_global.offset += nblocks;
     return c;
-}
-
-/* Ten rounds of the Philox 4x32 bijection keyed by the seed. */
-void graft_philox(uint64_t seed, uint64_t counter, uint32_t out[4]) {
-    uint32_t c0 = (uint32_t)counter, c1 = (uint32_t)(counter >> 32), c2 = 0, c3 = 0;
-    uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
-    for (int r = 0; r < 10; r++) {
-        uint64_t p0 = (uint64_t)0xD2511F53u * c0, p1 = (uint64_t)0xCD9E8D57u * c2;
-        uint32_t n0 = (uint32_t)(p1 >> 32) ^ c1 ^ k0, n1 = (uint32_t)p1;
-        uint32_t n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1, n3 = (uint32_t)p0;
-        c0 = n0; c1 = n1; c2 = n2; c3 = n3;
-        k0 += 0x9E3779B9u;
-        k1 += 0xBB67AE85u;
-    }
-    out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
 }
 
 uint64_t graft_rng_next_u64(void) {
@@ -76,21 +61,20 @@ static graft_status rng_fill_cuda(graft_tensor *t, int kind, double a, double b,
 }
 
 /* The values: uniform  a + (b - a) u, normal  a + b z (Box-Muller), randint
- * ia + r mod (ib - ia), each add fused (fma) so that the device, which computes the same
- * expressions, rounds identically. */
+ * ia + r mod (ib - ia), by philox.h's functions, which the device runs too. */
 static graft_status rng_fill(graft_tensor *t, int kind, double a, double b, int64_t ia, int64_t ib) {
     int64_t n = graft_tensor_numel(t);
     if (n == 0) return GRAFT_OK;
     bool f64 = t->dtype == GRAFT_F64;
     /* words per element: uniform f32 1, f64 2; normal f32 2 (Box-Muller pairs use 2 each
      * but yield 2 values), keep it simple: 2 words per element for normals and ints. */
-    int64_t wpe = (kind == 0 && !f64) ? 1 : 2;
-    if (kind == 1 && f64) wpe = 4;
+    int64_t wpe = (kind == GRAFT_RNG_UNIFORM && !f64) ? 1 : 2;
+    if (kind == GRAFT_RNG_NORMAL && f64) wpe = 4;
     if (graft_tensor_device(t).type == GRAFT_CUDA) return rng_fill_cuda(t, kind, a, b, ia, ib, (uint64_t)(n * wpe + 3) / 4);
     uint32_t *words = malloc(sizeof(uint32_t) * (size_t)(n * wpe + 4));
     graft_tensor *tmp = NULL;
     if (!words) return graft_error(GRAFT_ENOMEM, "random: out of memory");
-    graft_dtype work = (kind == 2) ? GRAFT_I64 : (f64 ? GRAFT_F64 : GRAFT_F32);
+    graft_dtype work = (kind == GRAFT_RNG_RANDINT) ? GRAFT_I64 : (f64 ? GRAFT_F64 : GRAFT_F32);
     graft_status st = graft_tensor_empty(&tmp, t->ndim, t->shape, work, graft_cpu);
     if (st) { free(words); return st; }
     uint64_t nblocks = (uint64_t)(n * wpe + 3) / 4;
@@ -98,30 +82,17 @@ static graft_status rng_fill(graft_tensor *t, int kind, double a, double b, int6
     void *out = tmp->storage->data;
     for (int64_t i = 0; i < n; i++) {
         const uint32_t *w = words + i * wpe;
-        if (kind == 0) {
-            if (f64) {
-                uint64_t bits = (((uint64_t)w[0] << 32) | w[1]) >> 11;
-                ((double *)out)[i] = fma(b - a, (double)bits * 0x1.0p-53, a);
-            } else {
-                float u = (float)(w[0] >> 8) * 0x1.0p-24f;
-                ((float *)out)[i] = (float)fma(b - a, (double)u, a);
-            }
-        } else if (kind == 1) {
-            double u1, u2;
-            if (f64) {
-                u1 = (double)((((uint64_t)w[0] << 32) | w[1]) >> 11) * 0x1.0p-53;
-                u2 = (double)((((uint64_t)w[2] << 32) | w[3]) >> 11) * 0x1.0p-53;
-            } else {
-                u1 = (double)(w[0] >> 8) * 0x1.0p-24;
-                u2 = (double)(w[1] >> 8) * 0x1.0p-24;
-            }
-            double z = sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * M_PI * u2);
-            if (f64) ((double *)out)[i] = fma(b, z, a);
-            else ((float *)out)[i] = (float)fma(b, z, a);
+        if (kind == GRAFT_RNG_UNIFORM) {
+            if (f64) ((double *)out)[i] = graft_philox_uniform(graft_philox_u53(w[0], w[1]), a, b);
+            else ((float *)out)[i] = (float)graft_philox_uniform(graft_philox_u24(w[0]), a, b);
+        } else if (kind == GRAFT_RNG_NORMAL) {
+            if (f64)
+                ((double *)out)[i] =
+                    graft_philox_normal(graft_philox_u53(w[0], w[1]), graft_philox_u53(w[2], w[3]), a, b);
+            else
+                ((float *)out)[i] = (float)graft_philox_normal(graft_philox_u24(w[0]), graft_philox_u24(w[1]), a, b);
         } else {
-            uint64_t r = ((uint64_t)w[0] << 32) | w[1];
-            uint64_t range = (uint64_t)(ib - ia);
-            ((int64_t *)out)[i] = ia + (int64_t)(r % range);
+            ((int64_t *)out)[i] = graft_philox_int(w[0], w[1], ia, (uint64_t)(ib - ia));
         }
     }
     free(words);

@@ -11,7 +11,8 @@
  *
  * Streams: float32 uniforms use the top 24 bits of one 32-bit word ([0, 1) exactly
  * representable); float64 uniforms use 53 bits from two words; normals use Box-Muller
- * on two uniforms.
+ * on two uniforms. The arithmetic is in philox.h, which rng.c, the CPU dropout and
+ * core/cuda/random.cu share.
  */
 #ifndef GRAFT_RNG_H
 #define GRAFT_RNG_H
@@ -25,10 +26,9 @@ uint64_t graft_rng_initial_seed(void);
 void graft_rng_get_state(graft_rng_state *out);
 void graft_rng_set_state(const graft_rng_state *st);
 
-/* Reserves n 128-bit blocks and returns the counter of the first one. */
+/* Reserves n 128-bit blocks and returns the counter of the first one. The words of a
+ * block and the values made from them: philox.h (shared with the CUDA kernels). */
 uint64_t graft_rng_reserve(uint64_t nblocks);
-/* The 4 words of block `counter` under `seed`. */
-void graft_philox(uint64_t seed, uint64_t counter, uint32_t out[4]);
 
 /* Fill t (any layout, either device) in place. Floating dtypes for uniform/normal. */
 graft_status graft_rng_uniform_(graft_tensor *t, double low, double high);

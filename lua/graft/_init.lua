@@ -21,22 +21,27 @@ function graft.is_placeholder(x) return getmetatable(x) == graft._Placeholder en
 
 require("graft.checkpoint") -- installs graft.load, graft.save and graft.state
 
+-- graft._lazy(t, modules): t[k] requires modules[k] on first use and keeps it (for
+-- graft itself and for namespaces such as graft.amp).
+function graft._lazy(t, modules)
+  return setmetatable(t, {
+    __index = function(self, k)
+      local name = modules[k]
+      if name then
+        local m = require(name)
+        rawset(self, k, m)
+        return m
+      end
+    end,
+  })
+end
+
 -- graft.nn, graft.models and graft.optim load on first use: start-up stays fast for
 -- scripts that only use tensors (graft.nn alone costs ~2.4 ms to load).
-local lazy = {
+graft._lazy(graft, {
   nn = "graft.nn", models = "graft.models", optim = "graft.optim", adapt = "graft.adapt",
   progress = "graft.progress", metrics = "graft.metrics", pause = "graft.pause",
   data = "graft.data", amp = "graft.amp",
-}
-setmetatable(graft, {
-  __index = function(t, k)
-    local name = lazy[k]
-    if name then
-      local m = require(name)
-      rawset(t, k, m)
-      return m
-    end
-  end,
 })
 
 return graft

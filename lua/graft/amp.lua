@@ -22,15 +22,4 @@ local amp = {
   get_autocast_dtype = graft.get_autocast_dtype,
 }
 
-local lazy = { GradScaler = "graft.grad_scaler" }
-
-return setmetatable(amp, {
-  __index = function(t, k)
-    local name = lazy[k]
-    if name then
-      local m = require(name)
-      rawset(t, k, m)
-      return m
-    end
-  end,
-})
+return graft._lazy(amp, { GradScaler = "graft.grad_scaler" })

@@ -6,57 +6,10 @@
 local graft = require("graft")
 local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
-local FX = require("spec.nn.fixture_cases")
 local F = graft.F
 
-local TOL = {
-  float64 = { rtol = 2e-6, atol = 1e-7, dtype = false },
-  float32 = { rtol = 1e-4, atol = 2e-5, dtype = false },
-}
-
--- The fixture's cases of the functions in `fns`, run with their inputs on the device:
--- outputs and input gradients against PyTorch's.
-local function fixture_on_device(fx, fns)
-  local names = {}
-  for name, c in pairs(fx.cases) do
-    if fns[c.fn] then names[#names + 1] = name end
-  end
-  table.sort(names)
-  for _, name in ipairs(names) do
-    local c = fx.cases[name]
-    for _, dtype in ipairs({ "float64", "float32" }) do
-      it(("%s (%s): %s"):format(c.fn, name, dtype), function()
-        local args, opts = FX.build(fx, c, dtype)
-        local dargs, dopts = C.dev(args), C.dev(opts)
-        local keep, topts = {}, {}
-        for i, a in ipairs(dargs) do keep[i] = a end
-        for k, v in pairs(dopts) do topts[k] = v end
-        local out = FX.call(c, dargs, dopts)
-        assert.are.equal("cuda:0", out:device())
-        assert.tensor_near(out:cpu(), c.out, TOL[dtype])
-        if c.grads then
-          out:backward(H.T(c.gy):to(dtype):cuda())
-          for key, want in pairs(c.grads) do
-            local x = type(key) == "number" and keep[key] or topts[key]
-            assert.is_not_nil(x.grad, "no gradient for " .. tostring(key))
-            assert.are.equal("cuda:0", x.grad:device())
-            local ok, why = H.compare(x.grad:cpu(), want, TOL[dtype])
-            assert(ok, ("gradient of %s: %s"):format(tostring(key), tostring(why)))
-          end
-        end
-      end)
-    end
-  end
-end
-
-local function leaf(...)
-  local t = graft.randn(...)
-  t.requires_grad = true
-  return t
-end
-
 C.describe("softmax and activations on cuda match PyTorch (fixture cases)", function()
-  fixture_on_device(H.fixture("functional"),
+  C.fixture_cases(H.fixture("functional"),
     { softmax = true, log_softmax = true, relu = true, leaky_relu = true, elu = true, gelu = true, silu = true })
 end)
 
@@ -65,31 +18,31 @@ C.describe("F.softmax / F.log_softmax on cuda", function()
     local f = F[name]
     for _, dtype in ipairs({ "float32", "float64" }) do
       it(name .. " runs a warp per short row, forward and backward (" .. dtype .. ")", function()
-        local x = leaf(37, 19, { dtype = dtype })
+        local x = C.leaf(37, 19, { dtype = dtype })
         C.check(function(a) return f(a, 2) end, { x }, { grad = true })
-        C.check(function(a) return f(a, -1) end, { leaf(3, 4, 1000, { dtype = dtype }) }, { grad = true })
+        C.check(function(a) return f(a, -1) end, { C.leaf(3, 4, 1000, { dtype = dtype }) }, { grad = true })
       end)
 
       it(name .. " runs a block per row beyond 1024 elements (" .. dtype .. ")", function()
-        C.check(function(a) return f(a, 2) end, { leaf(3, 2500, { dtype = dtype }) }, { grad = true })
+        C.check(function(a) return f(a, 2) end, { C.leaf(3, 2500, { dtype = dtype }) }, { grad = true })
       end)
 
       it(name .. " runs a thread per column along an outer dim (" .. dtype .. ")", function()
-        C.check(function(a) return f(a, 1) end, { leaf(4, 6, 5, { dtype = dtype }) }, { grad = true })
-        C.check(function(a) return f(a, 2) end, { leaf(4, 6, 5, { dtype = dtype }) }, { grad = true })
+        C.check(function(a) return f(a, 1) end, { C.leaf(4, 6, 5, { dtype = dtype }) }, { grad = true })
+        C.check(function(a) return f(a, 2) end, { C.leaf(4, 6, 5, { dtype = dtype }) }, { grad = true })
       end)
     end
 
     it(name .. " takes transposed, narrowed and expanded inputs", function()
-      C.check(function(a) return f(a:t(), 2) end, { leaf(6, 8) }, { grad = true })
-      C.check(function(a) return f(a:narrow(2, 2, 5), 1) end, { leaf(6, 8) }, { grad = true })
-      C.check(function(a) return f(a:expand(3, 6, 8), 3) end, { leaf(6, 8) }, { grad = true })
+      C.check(function(a) return f(a:t(), 2) end, { C.leaf(6, 8) }, { grad = true })
+      C.check(function(a) return f(a:narrow(2, 2, 5), 1) end, { C.leaf(6, 8) }, { grad = true })
+      C.check(function(a) return f(a:expand(3, 6, 8), 3) end, { C.leaf(6, 8) }, { grad = true })
     end)
 
     it(name .. " handles a 0-dim input, an empty one and the dtype option", function()
       C.check(function(a) return f(a, 1) end, { graft.tensor(1.5) })
       C.check(function(a) return f(a, 2) end, { graft.randn(0, 4) })
-      C.check(function(a) return f(a, 2, { dtype = "float64" }) end, { leaf(3, 4) }, { grad = true })
+      C.check(function(a) return f(a, 2, { dtype = "float64" }) end, { C.leaf(3, 4) }, { grad = true })
     end)
 
     it(name .. " keeps -inf entries and matches the CPU on large logits", function()
@@ -121,13 +74,13 @@ C.describe("fused activations on cuda", function()
     local f = acts[name]
     for _, dtype in ipairs({ "float32", "float64" }) do
       it(name .. " matches the CPU forward and backward (" .. dtype .. ")", function()
-        C.check(f, { leaf(7, 33, { dtype = dtype }) }, { grad = true })
+        C.check(f, { C.leaf(7, 33, { dtype = dtype }) }, { grad = true })
       end)
     end
     it(name .. " takes transposed, narrowed and expanded inputs", function()
-      C.check(function(a) return f(a:t()) end, { leaf(5, 6) }, { grad = true })
-      C.check(function(a) return f(a:narrow(2, 2, 3)) end, { leaf(5, 6) }, { grad = true })
-      C.check(function(a) return f(a[2]:expand(4, 6)) end, { leaf(5, 6) }, { grad = true })
+      C.check(function(a) return f(a:t()) end, { C.leaf(5, 6) }, { grad = true })
+      C.check(function(a) return f(a:narrow(2, 2, 3)) end, { C.leaf(5, 6) }, { grad = true })
+      C.check(function(a) return f(a[2]:expand(4, 6)) end, { C.leaf(5, 6) }, { grad = true })
       C.check(f, { graft.tensor(-0.5) })
       C.check(f, { graft.empty(0, 3) })
     end)
@@ -137,8 +90,8 @@ C.describe("fused activations on cuda", function()
     for _, dt in ipairs({ "float16", "bfloat16" }) do
       for _, name in ipairs(names) do
         if name ~= "relu" then -- F.relu of a 16-bit tensor is the core relu
-          C.check(acts[name], { leaf(6, 9):to(dt):detach() }, {})
-          local x = leaf(6, 9):to(dt):detach()
+          C.check(acts[name], { C.leaf(6, 9):to(dt):detach() }, {})
+          local x = C.leaf(6, 9):to(dt):detach()
           x.requires_grad = true
           C.check(acts[name], { x }, { grad = true })
         end
@@ -157,7 +110,7 @@ C.describe("fused activations on cuda", function()
 
   it("names the op for an integer input and for a gradient on another device", function()
     H.raises("gelu: expected a floating point input, got int32", F.gelu, graft.tensor({ 1 }, { dtype = "int32" }):cuda())
-    local x = leaf(3)
+    local x = C.leaf(3)
     local y = F.silu(C.dev(x))
     H.raises("silu backward: expected all tensors to be on the same device", function() y:backward(graft.ones(3)) end)
   end)

@@ -7,12 +7,6 @@ local C = require("spec.helpers.cuda")
 
 local F = graft.F
 
-local function leaf(...)
-  local t = graft.randn(...)
-  t.requires_grad = true
-  return t
-end
-
 -- fn run inside an autocast region of dtype dt (a function of the inputs, for C.check).
 local function under(dt, fn)
   return function(...)
@@ -22,9 +16,7 @@ local function under(dt, fn)
 end
 
 C.describe("graft.autocast on cuda", function()
-  local saved
-  before_each(function() saved = graft.backends.cudnn.allow_tf32; graft.backends.cudnn.allow_tf32 = false end)
-  after_each(function() graft.backends.cudnn.allow_tf32 = saved end)
+  C.without_tf32()
 
   it("runs the products in float16 and bfloat16 like the CPU", function()
     for _, dt in ipairs({ "float16", "bfloat16" }) do
@@ -40,12 +32,12 @@ C.describe("graft.autocast on cuda", function()
   it("casts linear, conv2d and attention, with float32 gradients for float32 leaves", function()
     for _, dt in ipairs({ "float16", "bfloat16" }) do
       local tol = { grad = true, rtol = 3e-2, atol = 3e-2 }
-      local out = C.check(under(dt, F.linear), { leaf(4, 6), leaf(3, 6), leaf(3) }, tol)
+      local out = C.check(under(dt, F.linear), { C.leaf(4, 6), C.leaf(3, 6), C.leaf(3) }, tol)
       assert.are.equal(dt, out[1]:dtype())
       C.check(under(dt, function(x, w, b) return F.conv2d(x, w, b, { padding = 1 }) end),
-        { leaf(2, 3, 5, 5), leaf(4, 3, 3, 3), leaf(4) }, tol)
+        { C.leaf(2, 3, 5, 5), C.leaf(4, 3, 3, 3), C.leaf(4) }, tol)
       C.check(under(dt, function(q, k, v) return F.scaled_dot_product_attention(q, k, v, { is_causal = true }) end),
-        { leaf(2, 4, 8), leaf(2, 4, 8), leaf(2, 4, 6) }, tol)
+        { C.leaf(2, 4, 8), C.leaf(2, 4, 8), C.leaf(2, 4, 6) }, tol)
     end
   end)
 

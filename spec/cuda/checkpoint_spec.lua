@@ -6,22 +6,9 @@ local graft = require("graft")
 local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p " .. d))
-  return d
-end
-
-local function exact(d, c) assert.tensor_near(d:cpu(), c, { rtol = 0, atol = 0 }) end
-
-describe("graft.load map_location without a device", function()
-  if C.available then
-    it("is covered by the device specs below", function() end)
-    return
-  end
+C.describe_no_device("graft.load map_location without a device", function()
   it("says why a CUDA map_location cannot be used", function()
-    local dir = tmpdir()
+    local dir = C.tmpdir()
     local p = dir .. "/a.pth"
     graft.save({ w = graft.ones(2) }, p)
     graft.save({ w = graft.ones(2) }, dir .. "/a.safetensors")
@@ -36,7 +23,7 @@ end)
 
 C.describe("graft.load onto cuda", function()
   local dir
-  setup(function() dir = tmpdir() end)
+  setup(function() dir = C.tmpdir() end)
 
   local function sample()
     graft.manual_seed(1)
@@ -57,12 +44,12 @@ C.describe("graft.load onto cuda", function()
       for k, v in pairs(src) do
         assert.are.equal("cuda:0", back[k]:device(), k)
         assert.are.equal(v:dtype(), back[k]:dtype(), k)
-        exact(back[k], v)
+        C.assert_exact(back[k], v)
       end
       -- the view shares the base's device storage: a write through one shows in the other
       assert.are.same(src.view:stride(), back.view:stride())
       back.base:fill_(7)
-      exact(back.view, graft.full({ 4, 3 }, 7.0))
+      C.assert_exact(back.view, graft.full({ 4, 3 }, 7.0))
     end)
   end
 
@@ -74,7 +61,7 @@ C.describe("graft.load onto cuda", function()
       if graft.is_tensor(a) then
         n = n + 1
         assert.are.equal("cuda:0", b:device())
-        exact(b, a)
+        C.assert_exact(b, a)
       elseif type(a) == "table" and a ~= graft.None then
         for k, v in pairs(a) do walk(v, b[k]) end
       end
@@ -92,11 +79,11 @@ C.describe("graft.load onto cuda", function()
     assert.are.equal(0, info.mapped)
     for k, v in pairs(src) do
       assert.are.equal("cuda:0", back[k]:device(), k)
-      exact(back[k], v)
+      C.assert_exact(back[k], v)
     end
     local big = { x = graft.randn(600, 700) } -- above 1 MiB: the pinned staging path
     graft.save(big, dir .. "/big.safetensors")
-    exact(graft.load(dir .. "/big.safetensors", { map_location = "cuda" }).x, big.x)
+    C.assert_exact(graft.load(dir .. "/big.safetensors", { map_location = "cuda" }).x, big.x)
   end)
 
   it("dtype casts on the device", function()
@@ -106,7 +93,7 @@ C.describe("graft.load onto cuda", function()
     assert.are.equal("bfloat16", back.w:dtype())
     assert.are.equal("cuda:0", back.w:device())
     assert.are.equal("int64", back.i:dtype())
-    exact(back.w, src.w:bfloat16())
+    C.assert_exact(back.w, src.w:bfloat16())
     assert.are.same({ from = "float32", to = "bfloat16" }, info.cast.w)
   end)
 
@@ -121,7 +108,7 @@ end)
 
 C.describe("graft.save of cuda tensors", function()
   local dir
-  setup(function() dir = tmpdir() end)
+  setup(function() dir = C.tmpdir() end)
 
   it(".pth: values, views (one storage record) and a CPU location", function()
     graft.manual_seed(2)
@@ -131,13 +118,13 @@ C.describe("graft.save of cuda tensors", function()
     graft.save(obj, dir .. "/d.pth")
     local back = graft.load(dir .. "/d.pth")
     assert.are.equal("cpu", back.base:device())
-    exact(back.base:cuda(), base)
-    assert.tensor_near(back.col, base:select(2, 3), { rtol = 0, atol = 0 })
-    assert.tensor_near(back.t, base:t(), { rtol = 0, atol = 0 })
+    C.assert_exact(back.base:cuda(), base)
+    assert.tensor_near(back.col, base:select(2, 3), C.EXACT)
+    assert.tensor_near(back.t, base:t(), C.EXACT)
     assert.are.same(d:t():stride(), back.t:stride())
     back.base:fill_(3)
-    assert.tensor_near(back.col, graft.full({ 5 }, 3.0), { rtol = 0, atol = 0 }) -- one storage in the file
-    assert.tensor_near(back.h, obj.h:cpu(), { rtol = 0, atol = 0 })
+    assert.tensor_near(back.col, graft.full({ 5 }, 3.0), C.EXACT) -- one storage in the file
+    assert.tensor_near(back.h, obj.h:cpu(), C.EXACT)
     -- the archive records "cpu" as the location of every storage
     local f = assert(io.popen("unzip -p " .. dir .. "/d.pth 'd/data.pkl' 2>/dev/null | strings"))
     local pkl = f:read("a")
@@ -150,8 +137,8 @@ C.describe("graft.save of cuda tensors", function()
     local d = base:cuda()
     graft.save({ a = d, b = d:t():contiguous(), c = graft.ones(2) }, dir .. "/d.safetensors")
     local back = graft.load(dir .. "/d.safetensors")
-    assert.tensor_near(back.a, base, { rtol = 0, atol = 0 })
-    assert.tensor_near(back.b, base:t(), { rtol = 0, atol = 0 })
+    assert.tensor_near(back.a, base, C.EXACT)
+    assert.tensor_near(back.b, base:t(), C.EXACT)
   end)
 
   it("a CUDA model's state dict, optimizer state included, round-trips through a file", function()
@@ -159,8 +146,8 @@ C.describe("graft.save of cuda tensors", function()
     local opt = { state = { [0] = { step = graft.tensor(3.0), exp_avg = graft.randn(4, 3):cuda() } } }
     graft.save({ model = sd, optimizer = opt }, dir .. "/m.pth")
     local back = graft.load(dir .. "/m.pth", { map_location = "cuda" })
-    exact(back.model["fc.weight"], sd["fc.weight"]:cpu())
-    exact(back.optimizer.state[0].exp_avg, opt.state[0].exp_avg:cpu())
+    C.assert_exact(back.model["fc.weight"], sd["fc.weight"]:cpu())
+    C.assert_exact(back.optimizer.state[0].exp_avg, opt.state[0].exp_avg:cpu())
     assert.are.equal(3, back.optimizer.state[0].step:item())
   end)
 

@@ -8,26 +8,9 @@ local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
 
 local F = graft.F
-local FLOATS = { "float32", "float64", "float16", "bfloat16" }
-
-local function leaf(...)
-  local t = graft.randn(...)
-  t.requires_grad = true
-  return t
-end
-local function leaf64(...)
-  local t = graft.randn(...):double()
-  t.requires_grad = true
-  return t
-end
-
-local saved_tf32
-local function exact() saved_tf32 = graft.backends.cudnn.allow_tf32; graft.backends.cudnn.allow_tf32 = false end
-local function restore() graft.backends.cudnn.allow_tf32 = saved_tf32 end
 
 C.describe("conv2d on cuda", function()
-  before_each(exact)
-  after_each(restore)
+  C.without_tf32()
 
   it("matches the CPU with stride, padding, dilation and bias", function()
     local x, w, b = graft.randn(2, 3, 9, 8), graft.randn(4, 3, 3, 3), graft.randn(4)
@@ -40,7 +23,7 @@ C.describe("conv2d on cuda", function()
   end)
 
   it("runs every floating dtype", function()
-    for _, dt in ipairs(FLOATS) do
+    for _, dt in ipairs(C.FLOATS) do
       C.check(function(a, k, c) return F.conv2d(a, k, c, { padding = 1 }) end,
         { graft.randn(2, 3, 6, 5):to(dt), graft.randn(4, 3, 3, 3):to(dt), graft.randn(4):to(dt) })
     end
@@ -64,12 +47,13 @@ C.describe("conv2d on cuda", function()
 
   it("differentiates input, weight and bias like the CPU", function()
     C.check(function(a, k, c) return F.conv2d(a, k, c, { stride = 2, padding = 1 }) end,
-      { leaf(2, 3, 7, 6), leaf(4, 3, 3, 3), leaf(4) }, { grad = true })
+      { C.leaf(2, 3, 7, 6), C.leaf(4, 3, 3, 3), C.leaf(4) }, { grad = true })
     C.check(function(a, k, c) return F.conv2d(a, k, c, { groups = 2, dilation = 2, padding = 2 }) end,
-      { leaf(2, 4, 6, 6), leaf(4, 2, 3, 3), leaf(4) }, { grad = true })
-    C.check(function(a, k, c) return F.conv2d(a, k, c) end, { leaf(3, 4, 3, 5), leaf(2, 4, 1, 1), leaf(2) }, { grad = true })
+      { C.leaf(2, 4, 6, 6), C.leaf(4, 2, 3, 3), C.leaf(4) }, { grad = true })
+    C.check(function(a, k, c) return F.conv2d(a, k, c) end, { C.leaf(3, 4, 3, 5), C.leaf(2, 4, 1, 1), C.leaf(2) },
+      { grad = true })
     C.check(function(a, k) return F.conv2d(a, k, nil, { padding = 1 }) end,
-      { leaf64(2, 2, 4, 4), leaf64(3, 2, 3, 3) }, { grad = true })
+      { C.leaf(2, 2, 4, 4, { dtype = "float64" }), C.leaf(3, 2, 3, 3, { dtype = "float64" }) }, { grad = true })
   end)
 
   it("differentiates 16-bit convolutions", function()
@@ -80,7 +64,7 @@ C.describe("conv2d on cuda", function()
   end)
 
   it("gives only the gradients asked for (a frozen weight)", function()
-    local x, w = leaf(2, 3, 5, 5), graft.randn(4, 3, 3, 3)
+    local x, w = C.leaf(2, 3, 5, 5), graft.randn(4, 3, 3, 3)
     C.check(function(a, k) return F.conv2d(a, k) end, { x, w }, { grad = true })
   end)
 
@@ -95,23 +79,23 @@ C.describe("conv2d on cuda", function()
 end)
 
 C.describe("conv1d and conv_transpose on cuda", function()
-  before_each(exact)
-  after_each(restore)
+  C.without_tf32()
 
   it("conv1d matches the CPU, forward and backward", function()
     C.check(function(a, k, c) return F.conv1d(a, k, c, { stride = 2, padding = 2, dilation = 2 }) end,
-      { leaf(2, 3, 11), leaf(5, 3, 3), leaf(5) }, { grad = true })
-    C.check(function(a, k) return F.conv1d(a, k, nil, { groups = 3 }) end, { leaf(2, 3, 8), leaf(6, 1, 2) }, { grad = true })
+      { C.leaf(2, 3, 11), C.leaf(5, 3, 3), C.leaf(5) }, { grad = true })
+    C.check(function(a, k) return F.conv1d(a, k, nil, { groups = 3 }) end, { C.leaf(2, 3, 8), C.leaf(6, 1, 2) },
+      { grad = true })
     C.check(F.conv1d, { graft.randn(3, 9):half(), graft.randn(2, 3, 4):half() })
   end)
 
   it("conv_transpose2d matches the CPU, forward and backward", function()
     C.check(function(a, k, c) return F.conv_transpose2d(a, k, c, { stride = 2, padding = 1, output_padding = 1 }) end,
-      { leaf(2, 4, 3, 4), leaf(4, 3, 3, 3), leaf(3) }, { grad = true })
+      { C.leaf(2, 4, 3, 4), C.leaf(4, 3, 3, 3), C.leaf(3) }, { grad = true })
     C.check(function(a, k, c) return F.conv_transpose2d(a, k, c, { groups = 2, dilation = 2 }) end,
-      { leaf(2, 4, 3, 3), leaf(4, 1, 2, 2), leaf(2) }, { grad = true })
-    C.check(F.conv_transpose2d, { leaf(2, 3, 4, 4), leaf(3, 5, 1, 1), leaf(5) }, { grad = true })
-    for _, dt in ipairs(FLOATS) do
+      { C.leaf(2, 4, 3, 3), C.leaf(4, 1, 2, 2), C.leaf(2) }, { grad = true })
+    C.check(F.conv_transpose2d, { C.leaf(2, 3, 4, 4), C.leaf(3, 5, 1, 1), C.leaf(5) }, { grad = true })
+    for _, dt in ipairs(C.FLOATS) do
       C.check(function(a, k) return F.conv_transpose2d(a, k, nil, { stride = 2 }) end,
         { graft.randn(2, 3, 3, 3):to(dt), graft.randn(3, 2, 3, 3):to(dt) })
     end
@@ -119,13 +103,12 @@ C.describe("conv1d and conv_transpose on cuda", function()
 
   it("conv_transpose1d matches the CPU", function()
     C.check(function(a, k, c) return F.conv_transpose1d(a, k, c, { stride = 3, padding = 1 }) end,
-      { leaf(2, 3, 5), leaf(3, 2, 4), leaf(2) }, { grad = true })
+      { C.leaf(2, 3, 5), C.leaf(3, 2, 4), C.leaf(2) }, { grad = true })
   end)
 end)
 
 C.describe("nn.Conv2d on cuda", function()
-  before_each(exact)
-  after_each(restore)
+  C.without_tf32()
 
   it("trains like the CPU for one step", function()
     graft.manual_seed(3)
@@ -144,16 +127,16 @@ C.describe("nn.Conv2d on cuda", function()
 end)
 
 C.describe("convolutions on cuda in batch chunks", function()
-  before_each(exact)
-  after_each(function() restore(); graft._conv_workspace(0) end)
+  C.without_tf32()
+  after_each(function() graft._conv_workspace(0) end)
 
   it("match the CPU one image per chunk and in uneven chunks", function()
     for _, bytes in ipairs({ 1, 3 * 1024, 6 * 1024 }) do
       graft._conv_workspace(bytes)
       C.check(function(a, k, c) return F.conv2d(a, k, c, { padding = 1, stride = 2 }) end,
-        { leaf(5, 3, 6, 6), leaf(4, 3, 3, 3), leaf(4) }, { grad = true })
+        { C.leaf(5, 3, 6, 6), C.leaf(4, 3, 3, 3), C.leaf(4) }, { grad = true })
       C.check(function(a, k, c) return F.conv_transpose2d(a, k, c, { stride = 2 }) end,
-        { leaf(5, 4, 3, 3), leaf(4, 3, 3, 3), leaf(3) }, { grad = true })
+        { C.leaf(5, 4, 3, 3), C.leaf(4, 3, 3, 3), C.leaf(3) }, { grad = true })
       C.check(function(a, k) return F.conv2d(a, k, nil, { groups = 2 }) end,
         { graft.randn(5, 4, 4, 4):bfloat16(), graft.randn(6, 2, 2, 2):bfloat16() }, { rtol = 3e-2, atol = 3e-2 })
     end
@@ -161,8 +144,7 @@ C.describe("convolutions on cuda in batch chunks", function()
 end)
 
 C.describe("large convolutions on cuda", function()
-  before_each(exact)
-  after_each(restore)
+  C.without_tf32()
 
   it("match the CPU on a ResNet-like block shape", function()
     C.check(function(a, k, c) return F.conv2d(a, k, c, { stride = 2, padding = 3 }) end,

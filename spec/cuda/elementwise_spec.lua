@@ -6,10 +6,6 @@ local graft = require("graft")
 local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
 
-local FLOATS = { "float32", "float64", "float16", "bfloat16" }
-local INTS = { "int64", "int32", "int16", "int8", "uint8" }
-local ALL = { "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool" }
-
 local BINARY = { "add", "sub", "mul", "div", "floor_divide", "pow", "maximum", "minimum", "remainder", "fmod",
   "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor" }
 local UNARY = { "neg", "abs", "sign", "exp", "log", "log1p", "sqrt", "rsqrt", "sin", "cos", "tanh", "sigmoid",
@@ -57,7 +53,7 @@ C.describe("elementwise binary ops on cuda", function()
   before_each(function() graft.manual_seed(17) end)
 
   it("match the CPU for every op and dtype, or fail with the CPU's error", function()
-    for _, dt in ipairs(ALL) do
+    for _, dt in ipairs(C.DTYPES) do
       for _, op in ipairs(BINARY) do
         local kind = (op == "pow") and "exponent" or
             ((op == "div" or op == "floor_divide" or op == "remainder" or op == "fmod") and "divisor" or nil)
@@ -144,10 +140,10 @@ C.describe("elementwise binary ops on cuda", function()
     local d = C.dev(data("float32", { 3, 4 }))
     local r = d + graft.tensor(2.5)
     assert.are.equal("cuda:0", r:device())
-    assert.tensor_near(r:cpu(), d:cpu() + 2.5, { rtol = 0, atol = 0 })
+    assert.tensor_near(r:cpu(), d:cpu() + 2.5, C.EXACT)
     r = graft.tensor(2):mul(d)
     assert.are.equal("cuda:0", r:device())
-    assert.tensor_near(r:cpu(), d:cpu() * 2, { rtol = 0, atol = 0 })
+    assert.tensor_near(r:cpu(), d:cpu() * 2, C.EXACT)
     -- a 0-dim tensor ranks above a number but below a dimensioned tensor
     local di = C.dev(data("int32", { 5 }))
     assert.are.equal("float64", (di + graft.tensor(1.5, { dtype = "float64" })):dtype()) -- a higher category
@@ -157,7 +153,7 @@ C.describe("elementwise binary ops on cuda", function()
     -- in place into the CUDA tensor
     local e = d:clone()
     e:add_(graft.tensor(1))
-    assert.tensor_near(e:cpu(), d:cpu() + 1, { rtol = 0, atol = 0 })
+    assert.tensor_near(e:cpu(), d:cpu() + 1, C.EXACT)
     -- two 0-dim tensors, one on each device
     local z = graft.tensor(3.0):cuda() + graft.tensor(4.0)
     assert.are.equal("cuda:0", z:device())
@@ -213,7 +209,7 @@ C.describe("elementwise binary ops on cuda", function()
   it("differentiate through the device", function()
     local a0, b0, row0 = data("float32", { 4, 5 }), data("float32", { 4, 5 }, "divisor"), data("float32", { 5 })
     -- fresh leaves per check: gradients accumulate
-    local function leaf(t) t = t:clone(); t.requires_grad = true; return t end
+    local function leaf(t) return C.leaf(t:clone()) end
     C.check(function(x, y) return x * y + x / y - y end, { leaf(a0), leaf(b0) }, { grad = true })
     C.check(function(x, r) return (x + r) * r end, { leaf(a0), leaf(row0) }, { grad = true }) -- the row's gradient sums
     C.check(function(x, y) return x:maximum(y), x:minimum(y:t():t()) end, { leaf(a0), leaf(b0) }, { grad = true })
@@ -230,7 +226,7 @@ C.describe("elementwise unary ops on cuda", function()
     3.75, 11, -30, 0.999 })
 
   it("match the CPU for every op and dtype, or fail with the CPU's error", function()
-    for _, dt in ipairs(ALL) do
+    for _, dt in ipairs(C.DTYPES) do
       local x = data(dt, { 6, 7 })
       if is_float(dt) then x = graft.cat({ x:reshape(-1), specials:to(dt) }) end
       for _, op in ipairs(UNARY) do
@@ -274,11 +270,11 @@ C.describe("clamp and where on cuda", function()
     local d = C.dev(x)
     local r = d:clamp(graft.tensor(-0.5), graft.tensor(0.5))
     assert.are.equal("cuda:0", r:device())
-    assert.tensor_near(r:cpu(), x:clamp(-0.5, 0.5), { rtol = 0, atol = 0 })
+    assert.tensor_near(r:cpu(), x:clamp(-0.5, 0.5), C.EXACT)
   end)
 
   it("where in every dtype, with tensors, numbers and broadcasting", function()
-    for _, dt in ipairs(ALL) do
+    for _, dt in ipairs(C.DTYPES) do
       local c, a, b = data("bool", { 5, 1 }), data(dt, { 1, 7 }), data(dt, { 5, 7 })
       match(function(m, x, y) return graft.where(m, x, y), graft.where(m:t():t(), y:t():t(), x) end, { c, a, b })
       match(function(m, x) return graft.where(m, x, 0), graft.where(m, 1, x), x:where(m, 2) end, { c, a })
@@ -289,13 +285,13 @@ C.describe("clamp and where on cuda", function()
     local d = C.dev(data("float32", { 6 }))
     local r = graft.where(graft.tensor(true), d, 0)
     assert.are.equal("cuda:0", r:device())
-    assert.tensor_near(r:cpu(), d:cpu(), { rtol = 0, atol = 0 })
+    assert.tensor_near(r:cpu(), d:cpu(), C.EXACT)
     H.raises("where: expected condition to be a boolean tensor", function() return graft.where(d, d, d) end)
   end)
 
   it("differentiate clamp and where", function()
     local x0, y0 = data("float64", { 5, 4 }), data("float64", { 4 })
-    local function leaf(t) t = t:clone(); t.requires_grad = true; return t end
+    local function leaf(t) return C.leaf(t:clone()) end
     C.check(function(t) return t:clamp(-1, 1), t:clamp_min(0.5) end, { leaf(x0) }, { grad = true })
     C.check(function(t, u) return graft.where(t:gt(0), t, u), graft.where(t:lt(0), 0.5, t * u) end,
       { leaf(x0), leaf(y0) }, { grad = true })

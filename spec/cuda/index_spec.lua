@@ -7,25 +7,7 @@ local graft = require("graft")
 local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
 
-local DTYPES = { "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool" }
-local FLOATS = { "float32", "float64", "float16", "bfloat16" }
-
-local function I(t) return graft.tensor(t, { dtype = "int64" }) end
--- x as dtype dt with distinct small values (bool: a pattern of both)
-local function as(x, dt)
-  if dt == "bool" then return x:gt(0) end
-  if dt == "uint8" then return x:abs():mul(10):to(dt) end
-  if dt:find("int") then return x:mul(10):to(dt) end
-  return x:to(dt)
-end
-local function exact(f, inputs) return C.check(f, inputs, { rtol = 0, atol = 0 }) end
-
--- Gradient checks need device mul and sum (the loss C.check builds); they are probed
--- rather than assumed, so this file runs while other areas land.
-local GRAD = C.available and pcall(function()
-  local a = graft.ones(2, { device = "cuda" })
-  return (a * a):sum():item()
-end)
+local I, as, exact = C.I, C.as, C.check_exact
 
 C.describe("t[{...}] on cuda", function()
   local x, xt
@@ -71,7 +53,7 @@ C.describe("t[{...}] on cuda", function()
   end)
 
   it("moves every dtype", function()
-    for _, dt in ipairs(DTYPES) do
+    for _, dt in ipairs(C.DTYPES) do
       exact(function(a, k) return a:index(k) end, { as(x, dt), { I({ 2, 0 }), ":", I({ 4, 1 }) } })
       exact(function(a, k) return a:index(k) end, { as(xt, dt), { ":", graft.tensor({ true, false, true, false }) } })
     end
@@ -110,7 +92,7 @@ C.describe("t[{...}] on cuda", function()
       { { 1, { 2, 3 } }, graft.randn(2, 5) },                         -- basic: a copy
     }
     for _, c in ipairs(cases) do exact(put(c[1], c[2])) end
-    for _, dt in ipairs(DTYPES) do
+    for _, dt in ipairs(C.DTYPES) do
       exact(function(a, k, v)
         local c = a:clone()
         c:index_put_(k, v)
@@ -124,7 +106,7 @@ C.describe("t[{...}] on cuda", function()
     local e = x:clone()
     e[{ ":", I({ 0, 2 }) }] = 7
     e[e:lt(-1)] = -1
-    C.assert_match(d, e, { rtol = 0, atol = 0 })
+    C.assert_match(d, e, C.EXACT)
   end)
 
   it("raises on out-of-range indices, naming the op and the index, and leaves t alone", function()
@@ -134,7 +116,7 @@ C.describe("t[{...}] on cuda", function()
     H.raises("index_put_: index 4 is out of range for dim 2 of size 4", function()
       d:index_put_({ ":", I({ 4 }):cuda() }, 1)
     end)
-    C.assert_match(d, x, { rtol = 0, atol = 0 })
+    C.assert_match(d, x, C.EXACT)
   end)
 
   it("refuses CUDA index tensors for CPU data", function()
@@ -156,7 +138,7 @@ C.describe("index_select, gather, scatter, index_add on cuda", function()
       exact(function(a, i) return a:index_select(dim, i) end, { x, I({ 3, 0, 3, 1 }) })
       exact(function(a, i) return a:index_select(dim, i) end, { x:transpose(1, 3), I({ 2, 0 }) })
     end
-    for _, dt in ipairs(DTYPES) do
+    for _, dt in ipairs(C.DTYPES) do
       exact(function(a, i) return a:index_select(2, i) end, { as(x, dt), I({ 4, 4, 0 }) })
     end
     exact(function(a, i) return a:index_select(-1, i) end, { x, graft.tensor({ 5, 1 }, { dtype = "int32" }) })
@@ -177,7 +159,7 @@ C.describe("index_select, gather, scatter, index_add on cuda", function()
     local idx = graft.randint(0, 4, { 3, 5, 2 }, { dtype = "int64" })
     exact(function(a, i) return a:gather(1, i) end, { x:narrow(3, 2, 4), idx })
     exact(function(a, i) return a:gather(2, i) end, { x:transpose(1, 2), graft.randint(0, 4, { 5, 4, 6 }, { dtype = "int64" }) })
-    for _, dt in ipairs(DTYPES) do exact(function(a, i) return a:gather(1, i) end, { as(x, dt), idx }) end
+    for _, dt in ipairs(C.DTYPES) do exact(function(a, i) return a:gather(1, i) end, { as(x, dt), idx }) end
   end)
 
   it("scatter_ and scatter with a tensor or a value match (no duplicate positions)", function()
@@ -185,7 +167,7 @@ C.describe("index_select, gather, scatter, index_add on cuda", function()
     local idx = graft.stack({ I({ 2, 0, 3, 1 }), I({ 0, 1, 2, 3 }), I({ 3, 2, 1, 0 }) }, 2):unsqueeze(3):expand(4, 3, 6)
     idx = idx:contiguous()
     local src = graft.randn(4, 3, 6)
-    for _, dt in ipairs(DTYPES) do
+    for _, dt in ipairs(C.DTYPES) do
       exact(function(a, i, s) return a:scatter(1, i, s) end, { as(x:narrow(2, 1, 3), dt), idx, as(src, dt) })
     end
     exact(function(a, i, s)
@@ -202,7 +184,7 @@ C.describe("index_select, gather, scatter, index_add on cuda", function()
     graft.manual_seed(4)
     local idx = graft.randint(0, 4, { 9, 5, 6 }, { dtype = "int64" })
     local src = graft.randn(9, 5, 6)
-    for _, dt in ipairs(DTYPES) do
+    for _, dt in ipairs(C.DTYPES) do
       local tol = ({ float16 = { rtol = 1e-2, atol = 2e-2 }, bfloat16 = { rtol = 2e-2, atol = 1e-1 } })[dt]
         or { rtol = 1e-5, atol = 1e-5 }
       C.check(function(a, i, s) return a:scatter_add(1, i, s) end, { as(x, dt), idx, as(src, dt) }, tol)
@@ -229,7 +211,7 @@ C.describe("index_select, gather, scatter, index_add on cuda", function()
       c:index_add_(2, i, s, { alpha = 3 })
       return c
     end, { as(x, "int64"), graft.tensor({ 1, 1, 0 }, { dtype = "int32" }), as(graft.randn(4, 3, 6), "int64") },
-      { rtol = 0, atol = 0 })
+      C.EXACT)
     for _, dt in ipairs({ "float16", "bfloat16", "int8", "uint8", "bool", "float64" }) do
       C.check(function(a, i, s) return a:index_add(1, i, s) end, { as(x, dt), I({ 0, 2, 0 }), as(graft.randn(3, 5, 6), dt) },
         { rtol = 2e-2, atol = 1e-1 })
@@ -256,7 +238,7 @@ C.describe("index_select, gather, scatter, index_add on cuda", function()
     H.raises("index_add_: index 5 is out of range for dim 2 of size 5", function()
       d:index_add_(2, I({ 5 }):cuda(), graft.ones(4, 1, 6):cuda())
     end)
-    C.assert_match(d, x, { rtol = 0, atol = 0 })
+    C.assert_match(d, x, C.EXACT)
   end)
 
   it("refuses tensors on two devices", function()
@@ -285,7 +267,7 @@ C.describe("masks, take and nonzero on cuda", function()
   end)
 
   it("masked_fill and masked_fill_ match with broadcast, uint8 and non-contiguous masks", function()
-    for _, dt in ipairs(DTYPES) do
+    for _, dt in ipairs(C.DTYPES) do
       exact(function(a, m) return a:masked_fill(m, 1) end, { as(x, dt), x:gt(0.5) })
     end
     exact(function(a, m) return a:masked_fill(m, -2.5) end, { x, graft.tensor({ true, false, false, true, true }) })
@@ -301,7 +283,7 @@ C.describe("masks, take and nonzero on cuda", function()
   end)
 
   it("masked_select keeps row-major order, broadcasting, over many chunks", function()
-    for _, dt in ipairs(DTYPES) do exact(function(a, m) return a:masked_select(m) end, { as(x, dt), x:gt(0) }) end
+    for _, dt in ipairs(C.DTYPES) do exact(function(a, m) return a:masked_select(m) end, { as(x, dt), x:gt(0) }) end
     exact(function(a, m) return a:masked_select(m) end, { x:transpose(1, 2), graft.tensor({ true, false, true, true, false }) })
     exact(function(a, m) return a:masked_select(m) end, { graft.randn(5, 1), graft.tensor({ { true, false, true, true } }) })
     exact(function(a, m) return a:masked_select(m) end, { x, x:gt(100) })
@@ -314,14 +296,14 @@ C.describe("masks, take and nonzero on cuda", function()
 
   it("take matches with negative indices, any index shape and non-contiguous data", function()
     local idx = graft.tensor({ { 0, -1, 59 }, { -60, 7, 7 } }, { dtype = "int64" })
-    for _, dt in ipairs(DTYPES) do exact(function(a, i) return a:take(i) end, { as(x, dt), idx }) end
+    for _, dt in ipairs(C.DTYPES) do exact(function(a, i) return a:take(i) end, { as(x, dt), idx }) end
     exact(function(a, i) return a:take(i) end, { x:transpose(1, 3), idx })
     exact(function(a, i) return a:take(i) end, { x, idx:t() })
     exact(function(a, i) return a:take(i) end, { x, graft.zeros(0, { dtype = "int64" }) })
   end)
 
   it("nonzero lists coordinates in row-major order for every dtype, -0.0 and NaN included", function()
-    for _, dt in ipairs(DTYPES) do
+    for _, dt in ipairs(C.DTYPES) do
       exact(function(a) return a:nonzero() end, { as(x:mul(2):round():clamp(-1, 1), dt) })
     end
     exact(function(a) return a:nonzero() end, { graft.tensor({ 0.0, -0.0, 0 / 0, 1, 0 }) })
@@ -347,20 +329,12 @@ C.describe("masks, take and nonzero on cuda", function()
     H.raises("masked_fill: " .. same, function() return d:masked_fill(x:gt(0), 1) end)
     H.raises("masked_fill_: " .. same, function() d:masked_fill_(x:gt(0), 1) end)
     H.raises("masked_select: " .. same, function() return d:masked_select(x:gt(0)) end)
-    C.assert_match(d, x, { rtol = 0, atol = 0 })
+    C.assert_match(d, x, C.EXACT)
   end)
 end)
 
 C.describe("gradients of indexing on cuda", function()
-  if not GRAD then
-    it("need device mul and sum", function() pending("elementwise mul / sum are not on CUDA in this build") end)
-    return
-  end
-  local function leaf(...)
-    local t = graft.randn(...):double()
-    t.requires_grad = true
-    return t
-  end
+  local function leaf(...) return C.leaf(graft.randn(...):double()) end
 
   it("flow through basic slices, index_select, gather, masks and take", function()
     graft.manual_seed(6)

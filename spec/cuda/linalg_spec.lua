@@ -5,8 +5,6 @@ local graft = require("graft")
 local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
 
-local FLOATS = { "float32", "float64", "float16", "bfloat16" }
-
 local function rnd(...)
   return graft.randn(...)
 end
@@ -30,7 +28,7 @@ C.describe("matmul on cuda", function()
   end)
 
   it("runs every floating dtype (16-bit accumulated in float32)", function()
-    for _, dt in ipairs(FLOATS) do
+    for _, dt in ipairs(C.FLOATS) do
       C.check(graft.matmul, { rnd(2, 5, 9):to(dt), rnd(9, 6):to(dt) })
       C.check(graft.matmul, { rnd(3, 4, 9):to(dt), rnd(3, 9, 2):to(dt) })
     end
@@ -56,12 +54,11 @@ C.describe("matmul on cuda", function()
   end)
 
   it("differentiates like the CPU", function()
-    local function leaf(...) local t = rnd(...); t.requires_grad = true; return t end
-    C.check(graft.matmul, { leaf(3, 5), leaf(5, 4) }, { grad = true })
-    C.check(graft.matmul, { leaf(2, 3, 5), leaf(5, 4) }, { grad = true })
-    C.check(graft.matmul, { leaf(2, 1, 3, 5), leaf(4, 5, 2) }, { grad = true })
-    C.check(graft.matmul, { leaf(5), leaf(5, 4) }, { grad = true })
-    C.check(graft.matmul, { leaf(5), leaf(5) }, { grad = true })
+    C.check(graft.matmul, { C.leaf(3, 5), C.leaf(5, 4) }, { grad = true })
+    C.check(graft.matmul, { C.leaf(2, 3, 5), C.leaf(5, 4) }, { grad = true })
+    C.check(graft.matmul, { C.leaf(2, 1, 3, 5), C.leaf(4, 5, 2) }, { grad = true })
+    C.check(graft.matmul, { C.leaf(5), C.leaf(5, 4) }, { grad = true })
+    C.check(graft.matmul, { C.leaf(5), C.leaf(5) }, { grad = true })
   end)
 
   it("refuses integer products and mixed devices, naming the op", function()
@@ -81,7 +78,7 @@ end)
 
 C.describe("mm, bmm, mv, dot, outer on cuda", function()
   it("match the CPU in every floating dtype", function()
-    for _, dt in ipairs(FLOATS) do
+    for _, dt in ipairs(C.FLOATS) do
       C.check(graft.mm, { rnd(4, 6):to(dt), rnd(6, 3):to(dt) })
       C.check(graft.bmm, { rnd(3, 4, 6):to(dt), rnd(3, 6, 2):to(dt) })
       C.check(graft.mv, { rnd(4, 6):to(dt), rnd(6):to(dt) })
@@ -105,13 +102,12 @@ C.describe("mm, bmm, mv, dot, outer on cuda", function()
   end)
 
   it("differentiate like the CPU", function()
-    local function leaf(...) local t = rnd(...); t.requires_grad = true; return t end
-    C.check(graft.mm, { leaf(3, 5), leaf(5, 4) }, { grad = true })
-    C.check(function(a, w) return graft.mm(a, w:t()) end, { leaf(3, 5), leaf(4, 5) }, { grad = true })
-    C.check(graft.bmm, { leaf(2, 3, 5), leaf(2, 5, 4) }, { grad = true })
-    C.check(graft.mv, { leaf(3, 5), leaf(5) }, { grad = true })
-    C.check(graft.dot, { leaf(5), leaf(5) }, { grad = true })
-    C.check(graft.outer, { leaf(3), leaf(4) }, { grad = true })
+    C.check(graft.mm, { C.leaf(3, 5), C.leaf(5, 4) }, { grad = true })
+    C.check(function(a, w) return graft.mm(a, w:t()) end, { C.leaf(3, 5), C.leaf(4, 5) }, { grad = true })
+    C.check(graft.bmm, { C.leaf(2, 3, 5), C.leaf(2, 5, 4) }, { grad = true })
+    C.check(graft.mv, { C.leaf(3, 5), C.leaf(5) }, { grad = true })
+    C.check(graft.dot, { C.leaf(5), C.leaf(5) }, { grad = true })
+    C.check(graft.outer, { C.leaf(3), C.leaf(4) }, { grad = true })
   end)
 
   it("check shapes and devices with the op's name", function()
@@ -126,7 +122,7 @@ end)
 
 C.describe("addmm and baddbmm on cuda", function()
   it("match the CPU with beta, alpha and a broadcast input", function()
-    for _, dt in ipairs(FLOATS) do
+    for _, dt in ipairs(C.FLOATS) do
       C.check(function(i, a, b) return graft.addmm(i, a, b, { beta = 0.5, alpha = 2 }) end,
         { rnd(3):to(dt), rnd(4, 5):to(dt), rnd(5, 3):to(dt) })
       C.check(function(i, a, b) return graft.baddbmm(i, a, b, { beta = -1, alpha = 0.25 }) end,
@@ -149,18 +145,17 @@ C.describe("addmm and baddbmm on cuda", function()
   end)
 
   it("differentiate like the CPU", function()
-    local function leaf(...) local t = rnd(...); t.requires_grad = true; return t end
     C.check(function(i, a, b) return graft.addmm(i, a, b, { beta = 0.5, alpha = 2 }) end,
-      { leaf(3), leaf(4, 5), leaf(5, 3) }, { grad = true })
+      { C.leaf(3), C.leaf(4, 5), C.leaf(5, 3) }, { grad = true })
     C.check(function(i, a, b) return graft.baddbmm(i, a, b, { alpha = 3 }) end,
-      { leaf(2, 4, 3), leaf(2, 4, 5), leaf(2, 5, 3) }, { grad = true })
+      { C.leaf(2, 4, 3), C.leaf(2, 4, 5), C.leaf(2, 5, 3) }, { grad = true })
   end)
 end)
 
 C.describe("linear, bilinear and attention on cuda", function()
   local F = graft.F
   it("linear matches the CPU for 1-D, 2-D and batched inputs, with and without bias", function()
-    for _, dt in ipairs(FLOATS) do
+    for _, dt in ipairs(C.FLOATS) do
       C.check(F.linear, { rnd(4, 6):to(dt), rnd(3, 6):to(dt), rnd(3):to(dt) })
       C.check(F.linear, { rnd(2, 5, 6):to(dt), rnd(3, 6):to(dt) })
     end
@@ -169,14 +164,12 @@ C.describe("linear, bilinear and attention on cuda", function()
   end)
 
   it("linear differentiates like the CPU", function()
-    local function leaf(...) local t = rnd(...); t.requires_grad = true; return t end
-    C.check(F.linear, { leaf(4, 6), leaf(3, 6), leaf(3) }, { grad = true })
-    C.check(F.linear, { leaf(2, 4, 6), leaf(3, 6), leaf(3) }, { grad = true })
+    C.check(F.linear, { C.leaf(4, 6), C.leaf(3, 6), C.leaf(3) }, { grad = true })
+    C.check(F.linear, { C.leaf(2, 4, 6), C.leaf(3, 6), C.leaf(3) }, { grad = true })
   end)
 
   it("bilinear matches the CPU", function()
-    local function leaf(...) local t = rnd(...); t.requires_grad = true; return t end
-    C.check(F.bilinear, { leaf(4, 3), leaf(4, 5), leaf(2, 3, 5), leaf(2) }, { grad = true })
+    C.check(F.bilinear, { C.leaf(4, 3), C.leaf(4, 5), C.leaf(2, 3, 5), C.leaf(2) }, { grad = true })
   end)
 
   it("scaled_dot_product_attention matches the CPU (masks, causal, 16-bit)", function()
@@ -193,9 +186,8 @@ C.describe("linear, bilinear and attention on cuda", function()
   end)
 
   it("scaled_dot_product_attention differentiates like the CPU", function()
-    local function leaf(...) local t = rnd(...); t.requires_grad = true; return t end
     C.check(function(a, b, c) return F.scaled_dot_product_attention(a, b, c, { is_causal = true }) end,
-      { leaf(2, 4, 3), leaf(2, 4, 3), leaf(2, 4, 5) }, { grad = true })
+      { C.leaf(2, 4, 3), C.leaf(2, 4, 3), C.leaf(2, 4, 5) }, { grad = true })
   end)
 
   it("name the op when devices differ", function()
@@ -217,7 +209,8 @@ C.describe("TF32 switches", function()
     graft.backends.cuda.matmul.allow_tf32 = true
     assert.is_true(graft.backends.cuda.matmul.allow_tf32)
     assert.are.equal("high", graft.get_float32_matmul_precision())
-    local ok, err = pcall(C.check, graft.matmul, { a, b }, { rtol = 5e-3, atol = 5e-3 })
+    -- TF32 keeps 10 mantissa bits: 5e-3 fails ~1% of random draws on a GPU
+    local ok, err = pcall(C.check, graft.matmul, { a, b }, { rtol = 1e-2, atol = 1e-2 })
     graft.backends.cuda.matmul.allow_tf32 = false
     assert(ok, err)
     graft.set_float32_matmul_precision("medium")

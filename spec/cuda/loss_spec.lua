@@ -7,58 +7,11 @@
 local graft = require("graft")
 local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
-local FX = require("spec.nn.fixture_cases")
 local F = graft.F
 
-local TOL = {
-  float64 = { rtol = 2e-6, atol = 1e-7, dtype = false },
-  float32 = { rtol = 1e-4, atol = 2e-5, dtype = false },
-}
-
-local function I(t, dtype) return graft.tensor(t, { dtype = dtype or "int64" }) end
-
-local function leaf(t)
-  t.requires_grad = true
-  return t
-end
-
--- The fixture's cases of the functions in `fns` with their inputs on the device.
-local function fixture_on_device(fx, fns)
-  local names = {}
-  for name, c in pairs(fx.cases) do
-    if fns == nil or fns[c.fn] then names[#names + 1] = name end
-  end
-  table.sort(names)
-  for _, name in ipairs(names) do
-    local c = fx.cases[name]
-    for _, dtype in ipairs({ "float64", "float32" }) do
-      it(("%s (%s): %s"):format(c.fn, name, dtype), function()
-        local args, opts = FX.build(fx, c, dtype)
-        local dargs, dopts = C.dev(args), C.dev(opts)
-        local keep, topts = {}, {}
-        for i, a in ipairs(dargs) do keep[i] = a end
-        for k, v in pairs(dopts) do topts[k] = v end
-        local out = FX.call(c, dargs, dopts)
-        assert.are.equal("cuda:0", out:device())
-        assert.tensor_near(out:cpu(), c.out, TOL[dtype])
-        if c.grads then
-          out:backward(H.T(c.gy):to(dtype):cuda())
-          for key, want in pairs(c.grads) do
-            local x = type(key) == "number" and keep[key] or topts[key]
-            assert.is_not_nil(x.grad, "no gradient for " .. tostring(key))
-            assert.are.equal("cuda:0", x.grad:device())
-            local ok, why = H.compare(x.grad:cpu(), want, TOL[dtype])
-            assert(ok, ("gradient of %s: %s"):format(tostring(key), tostring(why)))
-          end
-        end
-      end)
-    end
-  end
-end
-
 C.describe("losses on cuda match PyTorch (fixture cases)", function()
-  fixture_on_device(H.fixture("functional_loss"))
-  fixture_on_device(H.fixture("functional"), { embedding = true })
+  C.fixture_cases(H.fixture("functional_loss"))
+  C.fixture_cases(H.fixture("functional"), { embedding = true })
 end)
 
 C.describe("F.cross_entropy / F.nll_loss on cuda", function()
@@ -67,27 +20,27 @@ C.describe("F.cross_entropy / F.nll_loss on cuda", function()
   for _, dtype in ipairs({ "float32", "float64" }) do
     for _, red in ipairs(reductions) do
       it(("class indices, weights, ignore_index and smoothing: %s, %s"):format(red, dtype), function()
-        local t = I({ 0, 4, 2, -100, 1, 3, 4, 0 })
+        local t = C.I({ 0, 4, 2, -100, 1, 3, 4, 0 })
         local w = graft.rand(5, { dtype = dtype }):add(0.5)
         for _, ls in ipairs({ 0, 0.25 }) do
           C.check(function(x, tt, ww)
             return F.cross_entropy(x, tt, { weight = ww, reduction = red, label_smoothing = ls })
-          end, { leaf(graft.randn(8, 5, { dtype = dtype })), t, w }, { grad = true })
+          end, { C.leaf(8, 5, { dtype = dtype }), t, w }, { grad = true })
           C.check(function(x, tt)
             return F.cross_entropy(x, tt, { reduction = red, label_smoothing = ls, ignore_index = 4 })
-          end, { leaf(graft.randn(8, 5, { dtype = dtype })), I({ 0, 4, 2, 3, 1, 3, 4, 0 }) }, { grad = true })
+          end, { C.leaf(8, 5, { dtype = dtype }), C.I({ 0, 4, 2, 3, 1, 3, 4, 0 }) }, { grad = true })
         end
         C.check(function(x, tt, ww) return F.nll_loss(x, tt, { weight = ww, reduction = red }) end,
-          { leaf(graft.randn(8, 5, { dtype = dtype })), t, w }, { grad = true })
+          { C.leaf(8, 5, { dtype = dtype }), t, w }, { grad = true })
       end)
 
       it(("a block per row beyond 1024 classes: %s, %s"):format(red, dtype), function()
-        local t = I({ 0, 2999, 1500 })
+        local t = C.I({ 0, 2999, 1500 })
         C.check(function(x, tt) return F.cross_entropy(x, tt, { reduction = red, label_smoothing = 0.1 }) end,
-          { leaf(graft.randn(3, 3000, { dtype = dtype })), t }, { grad = true })
+          { C.leaf(3, 3000, { dtype = dtype }), t }, { grad = true })
         local p = F.softmax(graft.randn(3, 3000, { dtype = dtype }), 2)
         C.check(function(x, pp) return F.cross_entropy(x, pp, { reduction = red }) end,
-          { leaf(graft.randn(3, 3000, { dtype = dtype })), leaf(p) }, { grad = true })
+          { C.leaf(3, 3000, { dtype = dtype }), C.leaf(p) }, { grad = true })
       end)
 
       it(("a thread per row for [N, C, H, W] inputs: %s, %s"):format(red, dtype), function()
@@ -96,37 +49,37 @@ C.describe("F.cross_entropy / F.nll_loss on cuda", function()
         local w = graft.rand(4, { dtype = dtype }):add(0.5)
         C.check(function(x, tt, ww)
           return F.cross_entropy(x, tt, { weight = ww, reduction = red, label_smoothing = 0.1 })
-        end, { leaf(graft.randn(2, 4, 3, 5, { dtype = dtype })), t, w }, { grad = true })
+        end, { C.leaf(2, 4, 3, 5, { dtype = dtype }), t, w }, { grad = true })
         C.check(function(x, tt) return F.nll_loss(x, tt, { reduction = red }) end,
-          { leaf(graft.randn(2, 4, 3, 5, { dtype = dtype })), t }, { grad = true })
+          { C.leaf(2, 4, 3, 5, { dtype = dtype }), t }, { grad = true })
         local p = F.softmax(graft.randn(2, 4, 3, 5, { dtype = dtype }), 2)
         C.check(function(x, pp, ww) return F.cross_entropy(x, pp, { weight = ww, reduction = red, label_smoothing = 0.2 }) end,
-          { leaf(graft.randn(2, 4, 3, 5, { dtype = dtype })), leaf(p), w }, { grad = true })
+          { C.leaf(2, 4, 3, 5, { dtype = dtype }), C.leaf(p), w }, { grad = true })
       end)
 
       it(("class probabilities with weights and smoothing, target gradients: %s, %s"):format(red, dtype), function()
         local p = F.softmax(graft.randn(6, 7, { dtype = dtype }), 2)
         local w = graft.rand(7, { dtype = dtype }):add(0.5)
         C.check(function(x, pp, ww) return F.cross_entropy(x, pp, { weight = ww, reduction = red, label_smoothing = 0.3 }) end,
-          { leaf(graft.randn(6, 7, { dtype = dtype })), leaf(p), w }, { grad = true })
+          { C.leaf(6, 7, { dtype = dtype }), C.leaf(p), w }, { grad = true })
       end)
     end
   end
 
   it("takes transposed logits, int32 targets on the device and an unbatched input", function()
     C.check(function(x, tt) return F.cross_entropy(x:t(), tt) end,
-      { leaf(graft.randn(5, 6)), I({ 0, 1, 2, 3, 4, 0 }, "int32") }, { grad = true })
+      { C.leaf(5, 6), C.I({ 0, 1, 2, 3, 4, 0 }, "int32") }, { grad = true })
     C.check(function(x, tt) return F.cross_entropy(x, tt, { reduction = "none" }) end,
-      { leaf(graft.randn(5)), graft.tensor(3, { dtype = "int64" }) }, { grad = true })
+      { C.leaf(5), graft.tensor(3, { dtype = "int64" }) }, { grad = true })
     C.check(function(x, tt) return F.nll_loss(x:narrow(2, 2, 4), tt) end,
-      { leaf(graft.randn(3, 6)), I({ 0, 3, 1 }) }, { grad = true })
+      { C.leaf(3, 6), C.I({ 0, 3, 1 }) }, { grad = true })
   end)
 
   it("is NaN when every target is ignored, and handles an empty batch", function()
-    local v = F.cross_entropy(graft.randn(2, 3):cuda(), I({ -100, -100 }):cuda()):item()
+    local v = F.cross_entropy(graft.randn(2, 3):cuda(), C.I({ -100, -100 }):cuda()):item()
     assert.is_true(v ~= v)
-    C.check(function(x, tt) return F.cross_entropy(x, tt, { reduction = "sum" }) end, { graft.randn(0, 3), I({}) })
-    C.check(function(x, tt) return F.cross_entropy(x, tt, { reduction = "none" }) end, { graft.randn(0, 3), I({}) })
+    C.check(function(x, tt) return F.cross_entropy(x, tt, { reduction = "sum" }) end, { graft.randn(0, 3), C.I({}) })
+    C.check(function(x, tt) return F.cross_entropy(x, tt, { reduction = "none" }) end, { graft.randn(0, 3), C.I({}) })
   end)
 
   it("reduces in the same order on every call (bitwise equal means)", function()
@@ -139,22 +92,22 @@ C.describe("F.cross_entropy / F.nll_loss on cuda", function()
 
   it("names the op for a class out of range, read back from the device, and leaks nothing", function()
     local x = graft.randn(4, 5):cuda()
-    H.raises("cross_entropy: target 5 is out of bounds for 5 classes", F.cross_entropy, x, I({ 0, 5, 1, 2 }):cuda())
-    H.raises("cross_entropy: target -3 is out of bounds for 5 classes", F.cross_entropy, x, I({ 0, -3, 1, 2 }):cuda(),
+    H.raises("cross_entropy: target 5 is out of bounds for 5 classes", F.cross_entropy, x, C.I({ 0, 5, 1, 2 }):cuda())
+    H.raises("cross_entropy: target -3 is out of bounds for 5 classes", F.cross_entropy, x, C.I({ 0, -3, 1, 2 }):cuda(),
       { reduction = "none" })
-    H.raises("nll_loss: target 7 is out of bounds for 5 classes", F.nll_loss, x, I({ 7, 0, 1, 2 }):cuda())
-    local xg = leaf(graft.randn(4, 5)):cuda()
-    H.raises("cross_entropy: target 9 is out of bounds for 5 classes", F.cross_entropy, xg, I({ 0, 9, 1, 2 }):cuda())
+    H.raises("nll_loss: target 7 is out of bounds for 5 classes", F.nll_loss, x, C.I({ 7, 0, 1, 2 }):cuda())
+    local xg = C.leaf(4, 5):cuda()
+    H.raises("cross_entropy: target 9 is out of bounds for 5 classes", F.cross_entropy, xg, C.I({ 0, 9, 1, 2 }):cuda())
   end)
 
   it("refuses tensors on different devices with PyTorch's message", function()
     local x = graft.randn(4, 5):cuda()
     H.raises("cross_entropy: expected all tensors to be on the same device, but found cuda:0 and cpu",
-      F.cross_entropy, x, I({ 0, 1, 2, 3 }))
+      F.cross_entropy, x, C.I({ 0, 1, 2, 3 }))
     H.raises("nll_loss: expected all tensors to be on the same device, but found cuda:0 and cpu",
-      F.nll_loss, x, I({ 0, 1, 2, 3 }):cuda(), { weight = graft.ones(5) })
+      F.nll_loss, x, C.I({ 0, 1, 2, 3 }):cuda(), { weight = graft.ones(5) })
     H.raises("cross_entropy: expected a float32 or float64 input, got int64", F.cross_entropy,
-      I({ { 1, 2 } }):cuda(), I({ 0 }):cuda())
+      C.I({ { 1, 2 } }):cuda(), C.I({ 0 }):cuda())
   end)
 end)
 
@@ -171,11 +124,11 @@ C.describe("pointwise losses on cuda", function()
         it(("%s broadcasts and takes strided inputs: %s, %s"):format(name, red, dtype), function()
           local f = kinds[name]
           C.check(function(x, y) return f(x, y, red) end,
-            { leaf(graft.randn(4, 6, { dtype = dtype })), leaf(graft.randn(4, 6, { dtype = dtype })) }, { grad = true })
+            { C.leaf(4, 6, { dtype = dtype }), C.leaf(4, 6, { dtype = dtype }) }, { grad = true })
           C.check(function(x, y) return f(x:t(), y, red) end,
-            { leaf(graft.randn(6, 4, { dtype = dtype })), leaf(graft.randn(6, { dtype = dtype })) }, { grad = true })
+            { C.leaf(6, 4, { dtype = dtype }), C.leaf(6, { dtype = dtype }) }, { grad = true })
           C.check(function(x, y) return f(x, y:expand(3, 5), red) end,
-            { leaf(graft.randn(3, 5, { dtype = dtype })), leaf(graft.randn(1, 5, { dtype = dtype })) }, { grad = true })
+            { C.leaf(3, 5, { dtype = dtype }), C.leaf(1, 5, { dtype = dtype }) }, { grad = true })
         end)
       end
     end
@@ -188,13 +141,14 @@ C.describe("pointwise losses on cuda", function()
         local y = graft.rand(5, 4, { dtype = dtype })
         local w = graft.rand(4, { dtype = dtype }):add(0.5)
         C.check(function(a, b, ww) return F.binary_cross_entropy(a, b, { weight = ww, reduction = red }) end,
-          { leaf(p), leaf(y), w }, { grad = true })
+          { C.leaf(p), C.leaf(y), w }, { grad = true })
         C.check(function(a, b, ww, pw)
           return F.binary_cross_entropy_with_logits(a, b, { weight = ww, pos_weight = pw, reduction = red })
-        end, { leaf(graft.randn(5, 4, { dtype = dtype })), leaf(graft.rand(5, 4, { dtype = dtype })), w,
+        end, { C.leaf(5, 4, { dtype = dtype }), C.leaf(graft.rand(5, 4, { dtype = dtype })), w,
           graft.rand(4, { dtype = dtype }):add(0.5) }, { grad = true })
         C.check(function(a, b) return F.binary_cross_entropy_with_logits(a:t(), b, { reduction = red }) end,
-          { leaf(graft.randn(4, 5, { dtype = dtype }):mul(30)), graft.rand(5, 4, { dtype = dtype }) }, { grad = true })
+          { C.leaf(graft.randn(4, 5, { dtype = dtype }):mul(30)), graft.rand(5, 4, { dtype = dtype }) },
+          { grad = true })
       end)
     end
   end
@@ -224,45 +178,45 @@ end)
 
 C.describe("F.embedding and F.one_hot on cuda", function()
   it("looks up rows of any weight dtype with any integer index dtype", function()
-    local idx = I({ { 1, 9, 3 }, { 0, 3, 3 } })
+    local idx = C.I({ { 1, 9, 3 }, { 0, 3, 3 } })
     for _, dt in ipairs({ "float32", "float64", "float16", "bfloat16", "int64", "int8" }) do
       C.check(function(i, w) return F.embedding(i, w) end, { idx, graft.randn(10, 5):mul(10):to(dt) })
     end
-    C.check(function(i, w) return F.embedding(i, w) end, { I({ 2, 0 }, "int32"), graft.randn(4, 3) })
-    C.check(function(i, w) return F.embedding(i, w:t()) end, { I({ 2, 0, 1 }), graft.randn(3, 4) })
-    C.check(function(i, w) return F.embedding(i, w) end, { I({}), graft.randn(4, 3) })
+    C.check(function(i, w) return F.embedding(i, w) end, { C.I({ 2, 0 }, "int32"), graft.randn(4, 3) })
+    C.check(function(i, w) return F.embedding(i, w:t()) end, { C.I({ 2, 0, 1 }), graft.randn(3, 4) })
+    C.check(function(i, w) return F.embedding(i, w) end, { C.I({}), graft.randn(4, 3) })
   end)
 
   for _, dtype in ipairs({ "float32", "float64" }) do
     it("adds the gradient rows of repeated indices and skips padding_idx (" .. dtype .. ")", function()
-      local idx = I({ { 1, 2, 1, 4 }, { 0, 1, 2, 2 } })
-      C.check(function(i, w) return F.embedding(i, w) end, { idx, leaf(graft.randn(5, 40, { dtype = dtype })) },
+      local idx = C.I({ { 1, 2, 1, 4 }, { 0, 1, 2, 2 } })
+      C.check(function(i, w) return F.embedding(i, w) end, { idx, C.leaf(5, 40, { dtype = dtype }) },
         { grad = true })
       C.check(function(i, w) return F.embedding(i, w, { padding_idx = 1 }) end,
-        { idx, leaf(graft.randn(5, 3, { dtype = dtype })) }, { grad = true })
+        { idx, C.leaf(5, 3, { dtype = dtype }) }, { grad = true })
       C.check(function(i, w) return F.embedding(i, w, { padding_idx = -1 }) end,
-        { idx, leaf(graft.randn(5, 70, { dtype = dtype })) }, { grad = true })
+        { idx, C.leaf(5, 70, { dtype = dtype }) }, { grad = true })
     end)
   end
 
   it("names the op for an index out of range, read back from the device, and leaks nothing", function()
     local w = graft.randn(10, 4):cuda()
-    H.raises("embedding: index 10 is out of range for 10 embeddings", F.embedding, I({ 1, 10 }):cuda(), w)
-    H.raises("embedding: index -1 is out of range for 10 embeddings", F.embedding, I({ -1 }):cuda(), w)
-    local wg = leaf(graft.randn(10, 4)):cuda()
-    H.raises("embedding: index 12 is out of range for 10 embeddings", F.embedding, I({ 12 }):cuda(), wg)
+    H.raises("embedding: index 10 is out of range for 10 embeddings", F.embedding, C.I({ 1, 10 }):cuda(), w)
+    H.raises("embedding: index -1 is out of range for 10 embeddings", F.embedding, C.I({ -1 }):cuda(), w)
+    local wg = C.leaf(10, 4):cuda()
+    H.raises("embedding: index 12 is out of range for 10 embeddings", F.embedding, C.I({ 12 }):cuda(), wg)
     H.raises("embedding: expected all tensors to be on the same device, but found cuda:0 and cpu", F.embedding,
-      I({ 1 }), w)
+      C.I({ 1 }), w)
   end)
 
   it("one_hot writes ones on the device and checks the classes there", function()
-    local idx = I({ { 0, 3 }, { 2, 2 } })
+    local idx = C.I({ { 0, 3 }, { 2, 2 } })
     C.check(function(i) return F.one_hot(i) end, { idx })
     C.check(function(i) return F.one_hot(i, 6) end, { idx })
-    C.check(function(i) return F.one_hot(i, 3) end, { I({}) })
-    H.raises("one_hot: class values must be non-negative, got -2", F.one_hot, I({ 1, -2, 0 }):cuda())
+    C.check(function(i) return F.one_hot(i, 3) end, { C.I({}) })
+    H.raises("one_hot: class values must be non-negative, got -2", F.one_hot, C.I({ 1, -2, 0 }):cuda())
     H.raises("one_hot: class values must be smaller than num_classes (got 3 for 3 classes)", F.one_hot,
-      I({ 3, 0 }):cuda(), 3)
-    H.raises("one_hot: can not infer the total number of classes from an empty tensor", F.one_hot, I({}):cuda())
+      C.I({ 3, 0 }):cuda(), 3)
+    H.raises("one_hot: can not infer the total number of classes from an empty tensor", F.one_hot, C.I({}):cuda())
   end)
 end)

@@ -9,18 +9,12 @@ local optim = require("graft.optim")
 local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
 
-local function exact(d, c) assert.tensor_near(d:cpu(), c, { rtol = 0, atol = 0 }) end
-
 local function mlp()
   graft.manual_seed(4)
   return nn.Sequential(nn.Linear(5, 8), nn.ReLU(), nn.Linear(8, 3))
 end
 
-describe("Module:cuda without a device", function()
-  if C.available then
-    it("is covered by the device specs below", function() end)
-    return
-  end
+C.describe_no_device("Module:cuda without a device", function()
   it("raises the reason and leaves the module on the CPU", function()
     local net = mlp()
     H.raises("CUDA is not available", function() net:cuda() end)
@@ -49,14 +43,14 @@ C.describe("Module:to on cuda", function()
     assert.is_false(net[3].bias.requires_grad)
     assert.are.equal(net[1].weight, net[3].weight)
     assert.are.equal("cuda:0", net[1].bias.grad:device())
-    exact(net[1].bias.grad, graft.ones(4))
+    C.assert_exact(net[1].bias.grad, graft.ones(4))
     local sd = net:state_dict()
     for k, v in pairs(before) do
       assert.are.equal("cuda:0", sd[k]:device(), k)
-      exact(sd[k], v)
+      C.assert_exact(sd[k], v)
     end
     net:cpu()
-    for k, v in pairs(before) do exact(net:state_dict()[k], v) end
+    for k, v in pairs(before) do C.assert_exact(net:state_dict()[k], v) end
     assert.are.equal("cpu", net[1].weight:device())
   end)
 
@@ -85,10 +79,10 @@ C.describe("Module:to on cuda", function()
     for k, v in pairs(src:state_dict()) do
       local d = dev_net:state_dict()[k]
       assert.are.equal("cuda:0", d:device())
-      exact(d, v)
+      C.assert_exact(d, v)
     end
     cpu_net:load_state_dict(dev_net:state_dict()) -- device values into CPU parameters
-    for k, v in pairs(src:state_dict()) do exact(cpu_net:state_dict()[k]:cuda(), v) end
+    for k, v in pairs(src:state_dict()) do C.assert_exact(cpu_net:state_dict()[k]:cuda(), v) end
     local bad = src:state_dict()
     bad["0.weight"] = graft.zeros(2, 2)
     H.raises("size mismatch for 0.weight", function() dev_net:load_state_dict(bad) end)
@@ -104,8 +98,8 @@ C.describe("Module:to on cuda", function()
     dev2:load_state_dict(graft.load(path, { map_location = "cuda" }))
     os.remove(path)
     for k, v in pairs(net:state_dict()) do
-      exact(v, cpu_net:state_dict()[k])
-      exact(dev2:state_dict()[k], cpu_net:state_dict()[k])
+      C.assert_exact(v, cpu_net:state_dict()[k])
+      C.assert_exact(dev2:state_dict()[k], cpu_net:state_dict()[k])
     end
   end)
 end)
@@ -159,6 +153,6 @@ C.describe("training on cuda", function()
     local opt2 = optim.Adam(net2:parameters(), { lr = 0.01 })
     opt2:load_state_dict(ck.optimizer)
     train(net2, opt2, x, y, 2)
-    for k, v in pairs(net:state_dict()) do exact(net2:state_dict()[k], v:cpu()) end
+    for k, v in pairs(net:state_dict()) do C.assert_exact(net2:state_dict()[k], v:cpu()) end
   end)
 end)

@@ -7,19 +7,6 @@ local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
 local F = graft.F
 
-local function leaf(t)
-  t.requires_grad = true
-  return t
-end
-
--- C.check with the inputs' gradients cleared first (they are reused across checks).
-local function check(fn, inputs, opts)
-  for _, t in ipairs(inputs) do
-    if graft.is_tensor(t) and t.requires_grad then t.grad = nil end
-  end
-  return C.check(fn, inputs, opts)
-end
-
 C.describe("F.batch_norm on cuda", function()
   local shapes = { { 6, 40 }, { 4, 3, 7 }, { 3, 5, 4, 6 }, { 2, 3, 300 } }
 
@@ -65,8 +52,8 @@ C.describe("F.batch_norm on cuda", function()
       local drm, drv = rm:cuda(), rv:cuda()
       local y = F.batch_norm(x, rm, rv, { weight = w })
       C.assert_match(F.batch_norm(x:cuda(), drm, drv, { weight = w:cuda() }), y)
-      C.assert_match(drm, rm, { rtol = 0, atol = 0 })
-      C.assert_match(drv, rv, { rtol = 0, atol = 0 })
+      C.assert_match(drm, rm, C.EXACT)
+      C.assert_match(drv, rv, C.EXACT)
     end
   end)
 
@@ -88,13 +75,13 @@ C.describe("F.batch_norm on cuda", function()
     for _, dt in ipairs({ "float64", "float32" }) do
       for _, shape in ipairs(shapes) do
         local c = shape[2]
-        local x = leaf(graft.randn(shape):to(dt))
-        local w, b = leaf(graft.randn(c):to(dt)), leaf(graft.randn(c):to(dt))
-        check(function(xx, ww, bb)
+        local x = C.leaf(graft.randn(shape):to(dt))
+        local w, b = C.leaf(graft.randn(c):to(dt)), C.leaf(graft.randn(c):to(dt))
+        C.check(function(xx, ww, bb)
           return F.batch_norm(xx, nil, nil, ww, bb, { training = true })
         end, { x, w, b }, { grad = true })
         local rm, rv = graft.randn(c):to(dt), (graft.rand(c) + 0.5):to(dt)
-        check(function(xx, ww, bb, m, v)
+        C.check(function(xx, ww, bb, m, v)
           return F.batch_norm(xx, m, v, ww, bb)
         end, { x, w, b, rm, rv }, { grad = true })
       end
@@ -102,13 +89,13 @@ C.describe("F.batch_norm on cuda", function()
   end)
 
   it("differentiates without affine parameters and through non-contiguous inputs", function()
-    local x = leaf(graft.randn(5, 6, 3, 4, { dtype = "float64" }))
-    check(function(xx) return F.batch_norm(xx:transpose(3, 4), nil, nil, { training = true }) end, { x },
+    local x = C.leaf(5, 6, 3, 4, { dtype = "float64" })
+    C.check(function(xx) return F.batch_norm(xx:transpose(3, 4), nil, nil, { training = true }) end, { x },
       { grad = true })
-    check(function(xx) return F.batch_norm(xx:narrow(2, 2, 3), nil, nil, { training = true }) end, { x },
+    C.check(function(xx) return F.batch_norm(xx:narrow(2, 2, 3), nil, nil, { training = true }) end, { x },
       { grad = true })
-    local w = leaf(graft.randn(6, { dtype = "float64" }))
-    check(function(xx, ww) return F.batch_norm(xx:transpose(1, 2):reshape(6, 60):t(), nil, nil, ww,
+    local w = C.leaf(6, { dtype = "float64" })
+    C.check(function(xx, ww) return F.batch_norm(xx:transpose(1, 2):reshape(6, 60):t(), nil, nil, ww,
         { training = true }) end, { x, w }, { grad = true })
   end)
 
@@ -140,21 +127,21 @@ C.describe("F.layer_norm on cuda", function()
     for _, dt in ipairs({ "float64", "float32" }) do
       for _, case in ipairs(cases) do
         local shape, ns = case[1], case[2]
-        local x = leaf((graft.randn(shape) * 3 + 1):to(dt))
-        local w, b = leaf(graft.randn(ns):to(dt)), leaf(graft.randn(ns):to(dt))
-        check(function(xx, ww, bb) return F.layer_norm(xx, ns, ww, bb) end, { x, w, b }, { grad = true })
-        check(function(xx) return F.layer_norm(xx, ns, { eps = 1e-3 }) end, { x }, { grad = true })
-        check(function(xx, ww) return F.layer_norm(xx, ns, ww) end, { x, w }, { grad = true })
+        local x = C.leaf((graft.randn(shape) * 3 + 1):to(dt))
+        local w, b = C.leaf(graft.randn(ns):to(dt)), C.leaf(graft.randn(ns):to(dt))
+        C.check(function(xx, ww, bb) return F.layer_norm(xx, ns, ww, bb) end, { x, w, b }, { grad = true })
+        C.check(function(xx) return F.layer_norm(xx, ns, { eps = 1e-3 }) end, { x }, { grad = true })
+        C.check(function(xx, ww) return F.layer_norm(xx, ns, ww) end, { x, w }, { grad = true })
       end
     end
   end)
 
   it("normalises non-contiguous inputs and converts the parameters' dtype", function()
-    local x = leaf(graft.randn(6, 5, { dtype = "float64" }))
-    local w = leaf(graft.randn(6, { dtype = "float64" }))
-    check(function(xx, ww) return F.layer_norm(xx:t(), 6, ww) end, { x, w }, { grad = true })
+    local x = C.leaf(6, 5, { dtype = "float64" })
+    local w = C.leaf(6, { dtype = "float64" })
+    C.check(function(xx, ww) return F.layer_norm(xx:t(), 6, ww) end, { x, w }, { grad = true })
     local xf, wd = graft.randn(4, 6), graft.randn(6, { dtype = "float64" })
-    check(function(xx, ww) return F.layer_norm(xx, 6, ww) end, { xf, wd })
+    C.check(function(xx, ww) return F.layer_norm(xx, 6, ww) end, { xf, wd })
   end)
 
   it("names the op on a device mismatch", function()
@@ -178,19 +165,19 @@ C.describe("F.group_norm on cuda", function()
       for _, case in ipairs(cases) do
         local shape, g = case[1], case[2]
         local c = shape[2]
-        local x = leaf((graft.randn(shape) * 2 - 1):to(dt))
-        local w, b = leaf(graft.randn(c):to(dt)), leaf(graft.randn(c):to(dt))
-        check(function(xx, ww, bb) return F.group_norm(xx, g, ww, bb) end, { x, w, b }, { grad = true })
-        check(function(xx) return F.group_norm(xx, g) end, { x }, { grad = true })
+        local x = C.leaf((graft.randn(shape) * 2 - 1):to(dt))
+        local w, b = C.leaf(graft.randn(c):to(dt)), C.leaf(graft.randn(c):to(dt))
+        C.check(function(xx, ww, bb) return F.group_norm(xx, g, ww, bb) end, { x, w, b }, { grad = true })
+        C.check(function(xx) return F.group_norm(xx, g) end, { x }, { grad = true })
       end
     end
   end)
 
   it("normalises non-contiguous inputs", function()
-    local x = leaf(graft.randn(4, 5, 6, { dtype = "float64" }))
-    local w = leaf(graft.randn(6, { dtype = "float64" }))
-    check(function(xx, ww) return F.group_norm(xx:transpose(2, 3), 2, ww) end, { x, w }, { grad = true })
-    check(function(xx) return F.group_norm(xx:transpose(2, 3):narrow(3, 2, 3), 2) end, { x }, { grad = true })
+    local x = C.leaf(4, 5, 6, { dtype = "float64" })
+    local w = C.leaf(6, { dtype = "float64" })
+    C.check(function(xx, ww) return F.group_norm(xx:transpose(2, 3), 2, ww) end, { x, w }, { grad = true })
+    C.check(function(xx) return F.group_norm(xx:transpose(2, 3):narrow(3, 2, 3), 2) end, { x }, { grad = true })
   end)
 
   it("names the op on a device mismatch", function()

@@ -9,27 +9,12 @@ local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
 local F = graft.F
 
-local EXACT = { rtol = 0, atol = 0 }
-
-local function leaf(t)
-  t.requires_grad = true
-  return t
-end
-
--- C.check with the inputs' gradients cleared first (they are reused across checks).
-local function check(fn, inputs, opts)
-  for _, t in ipairs(inputs) do
-    if graft.is_tensor(t) and t.requires_grad then t.grad = nil end
-  end
-  return C.check(fn, inputs, opts)
-end
-
 -- Each case: a function of x and the shape of x.
 local function each_dtype_check(cases, exact)
   for _, dt in ipairs({ "float32", "float64" }) do
     for _, c in ipairs(cases) do
-      local x = leaf(graft.randn(c[2]):to(dt))
-      check(c[1], { x }, { grad = true, rtol = exact and 0 or nil, atol = exact and 0 or nil })
+      local x = C.leaf(graft.randn(c[2]):to(dt))
+      C.check(c[1], { x }, { grad = true, rtol = exact and 0 or nil, atol = exact and 0 or nil })
     end
   end
 end
@@ -55,9 +40,9 @@ C.describe("max_pool2d on cuda", function()
     }) do
       local y, i = f(x)
       local dy, di = f(x:cuda())
-      C.assert_match(dy, y, EXACT)
+      C.assert_match(dy, y, C.EXACT)
       assert.are.equal("int64", di:dtype())
-      C.assert_match(di, i, EXACT, "indices")
+      C.assert_match(di, i, C.EXACT, "indices")
     end
   end)
 
@@ -70,22 +55,22 @@ C.describe("max_pool2d on cuda", function()
     }) do
       local y, i = f(x)
       local dy, di = f(x:cuda())
-      C.assert_match(dy, y, EXACT)
-      C.assert_match(di, i, EXACT, "indices")
+      C.assert_match(dy, y, C.EXACT)
+      C.assert_match(di, i, C.EXACT, "indices")
     end
   end)
 
   it("pools float16 and bfloat16 inputs and non-contiguous views", function()
     local x = graft.randn(2, 3, 6, 8)
     for _, dt in ipairs({ "float16", "bfloat16" }) do
-      check(function(t) return F.max_pool2d(t, 3, { stride = 2, padding = 1 }) end, { x:to(dt) }, EXACT)
-      check(function(t) return F.adaptive_max_pool2d(t, { 4, 3 }) end, { x:to(dt) }, EXACT)
+      C.check(function(t) return F.max_pool2d(t, 3, { stride = 2, padding = 1 }) end, { x:to(dt) }, C.EXACT)
+      C.check(function(t) return F.adaptive_max_pool2d(t, { 4, 3 }) end, { x:to(dt) }, C.EXACT)
     end
-    local xh = leaf(x:half())
-    check(function(t) return F.max_pool2d(t, 3, { stride = 1 }) end, { xh }, { grad = true })
-    local xl = leaf(graft.randn(2, 3, 6, 8))
-    check(function(t) return F.max_pool2d(t:transpose(3, 4), 2) end, { xl }, { grad = true, rtol = 0, atol = 0 })
-    check(function(t) return F.max_pool2d(t:narrow(4, 2, 5), 2, { ceil_mode = true }) end, { xl },
+    local xh = C.leaf(x:half())
+    C.check(function(t) return F.max_pool2d(t, 3, { stride = 1 }) end, { xh }, { grad = true })
+    local xl = C.leaf(2, 3, 6, 8)
+    C.check(function(t) return F.max_pool2d(t:transpose(3, 4), 2) end, { xl }, { grad = true, rtol = 0, atol = 0 })
+    C.check(function(t) return F.max_pool2d(t:narrow(4, 2, 5), 2, { ceil_mode = true }) end, { xl },
       { grad = true, rtol = 0, atol = 0 })
   end)
 
@@ -120,15 +105,15 @@ C.describe("avg_pool2d and adaptive_avg_pool2d on cuda", function()
   it("averages float16 and bfloat16 inputs in float and non-contiguous views", function()
     local x = graft.randn(2, 3, 6, 8)
     for _, dt in ipairs({ "float16", "bfloat16" }) do
-      check(function(t) return F.avg_pool2d(t, 3, { stride = 2, padding = 1 }) end, { x:to(dt) }, EXACT)
-      check(function(t) return F.adaptive_avg_pool2d(t, { 4, 3 }) end, { x:to(dt) }, EXACT)
+      C.check(function(t) return F.avg_pool2d(t, 3, { stride = 2, padding = 1 }) end, { x:to(dt) }, C.EXACT)
+      C.check(function(t) return F.adaptive_avg_pool2d(t, { 4, 3 }) end, { x:to(dt) }, C.EXACT)
     end
-    local xh = leaf(x:bfloat16())
-    check(function(t) return F.avg_pool2d(t, 3, { stride = 1, padding = 1 }) end, { xh }, { grad = true })
-    check(function(t) return F.adaptive_avg_pool2d(t, { 4, 5 }) end, { xh }, { grad = true })
-    local xl = leaf(graft.randn(2, 3, 6, 8, { dtype = "float64" }))
-    check(function(t) return F.avg_pool2d(t:transpose(3, 4), 2, { stride = 1 }) end, { xl }, { grad = true })
-    check(function(t) return F.adaptive_avg_pool2d(t:narrow(3, 2, 4), { 3, 5 }) end, { xl }, { grad = true })
+    local xh = C.leaf(x:bfloat16())
+    C.check(function(t) return F.avg_pool2d(t, 3, { stride = 1, padding = 1 }) end, { xh }, { grad = true })
+    C.check(function(t) return F.adaptive_avg_pool2d(t, { 4, 5 }) end, { xh }, { grad = true })
+    local xl = C.leaf(2, 3, 6, 8, { dtype = "float64" })
+    C.check(function(t) return F.avg_pool2d(t:transpose(3, 4), 2, { stride = 1 }) end, { xl }, { grad = true })
+    C.check(function(t) return F.adaptive_avg_pool2d(t:narrow(3, 2, 4), { 3, 5 }) end, { xl }, { grad = true })
   end)
 end)
 
@@ -155,24 +140,25 @@ C.describe("F.interpolate on cuda", function()
   end)
 
   it("gives nearest-mode gradients exactly (same sums in the same order)", function()
-    local x = leaf(graft.randn(2, 3, 5, 4))
-    check(function(t) return F.interpolate(t, { scale_factor = 2.5 }) end, { x }, { grad = true, rtol = 0, atol = 0 })
-    check(function(t) return F.interpolate(t, { size = { 3, 2 } }) end, { x }, { grad = true, rtol = 0, atol = 0 })
+    local x = C.leaf(2, 3, 5, 4)
+    C.check(function(t) return F.interpolate(t, { scale_factor = 2.5 }) end, { x }, { grad = true, rtol = 0, atol = 0 })
+    C.check(function(t) return F.interpolate(t, { size = { 3, 2 } }) end, { x }, { grad = true, rtol = 0, atol = 0 })
   end)
 
   it("resizes float16 and bfloat16 inputs and non-contiguous views", function()
     local x = graft.randn(2, 3, 4, 6)
     for _, dt in ipairs({ "float16", "bfloat16" }) do
-      check(function(t) return F.interpolate(t, { scale_factor = 2, mode = "bilinear" }) end, { x:to(dt) })
-      check(function(t) return F.interpolate(t, { size = { 7, 5 } }) end, { x:to(dt) }, EXACT)
+      C.check(function(t) return F.interpolate(t, { scale_factor = 2, mode = "bilinear" }) end, { x:to(dt) })
+      C.check(function(t) return F.interpolate(t, { size = { 7, 5 } }) end, { x:to(dt) }, C.EXACT)
     end
-    local xh = leaf(x:half())
-    check(function(t) return F.interpolate(t, { scale_factor = 1.5, mode = "bilinear" }) end, { xh }, { grad = true })
-    check(function(t) return F.interpolate(t, { scale_factor = 2 }) end, { xh }, { grad = true })
-    local xl = leaf(graft.randn(2, 3, 4, 6, { dtype = "float64" }))
-    check(function(t) return F.interpolate(t:transpose(3, 4), { scale_factor = 2, mode = "bilinear" }) end, { xl },
+    local xh = C.leaf(x:half())
+    C.check(function(t) return F.interpolate(t, { scale_factor = 1.5, mode = "bilinear" }) end, { xh }, { grad = true })
+    C.check(function(t) return F.interpolate(t, { scale_factor = 2 }) end, { xh }, { grad = true })
+    local xl = C.leaf(2, 3, 4, 6, { dtype = "float64" })
+    C.check(function(t) return F.interpolate(t:transpose(3, 4), { scale_factor = 2, mode = "bilinear" }) end, { xl },
       { grad = true })
-    check(function(t) return F.interpolate(t:select(3, 2), { size = 10, mode = "linear" }) end, { xl }, { grad = true })
+    C.check(function(t) return F.interpolate(t:select(3, 2), { size = 10, mode = "linear" }) end, { xl },
+      { grad = true })
   end)
 
   it("names the op and the problem", function()
@@ -205,16 +191,16 @@ C.describe("F.pad on cuda", function()
   it("pads any dtype and non-contiguous views", function()
     local x = graft.arange(24):reshape(2, 3, 4)
     for _, dt in ipairs({ "int64", "int32", "uint8", "bool", "float16", "bfloat16" }) do
-      check(function(t) return F.pad(t, { 2, 1, 1, 2 }, "reflect") end, { x:to(dt) }, EXACT)
-      check(function(t) return F.pad(t, { 1, 3 }, "circular") end, { x:to(dt) }, EXACT)
-      check(function(t) return F.pad(t, { 1, -1, 2, 0 }, { value = 1 }) end, { x:to(dt) }, EXACT)
+      C.check(function(t) return F.pad(t, { 2, 1, 1, 2 }, "reflect") end, { x:to(dt) }, C.EXACT)
+      C.check(function(t) return F.pad(t, { 1, 3 }, "circular") end, { x:to(dt) }, C.EXACT)
+      C.check(function(t) return F.pad(t, { 1, -1, 2, 0 }, { value = 1 }) end, { x:to(dt) }, C.EXACT)
     end
-    local xh = leaf(graft.randn(2, 4, 5):half())
-    check(function(t) return F.pad(t, { 2, 2, 1, 1 }, "reflect") end, { xh }, { grad = true })
-    local xl = leaf(graft.randn(2, 4, 5))
-    check(function(t) return F.pad(t:transpose(2, 3), { 2, 2, 1, 1 }, "reflect") end, { xl },
+    local xh = C.leaf(graft.randn(2, 4, 5):half())
+    C.check(function(t) return F.pad(t, { 2, 2, 1, 1 }, "reflect") end, { xh }, { grad = true })
+    local xl = C.leaf(2, 4, 5)
+    C.check(function(t) return F.pad(t:transpose(2, 3), { 2, 2, 1, 1 }, "reflect") end, { xl },
       { grad = true, rtol = 0, atol = 0 })
-    check(function(t) return F.pad(t:narrow(3, 2, 3), { 1, 1 }, "replicate") end, { xl },
+    C.check(function(t) return F.pad(t:narrow(3, 2, 3), { 1, 1 }, "replicate") end, { xl },
       { grad = true, rtol = 0, atol = 0 })
   end)
 

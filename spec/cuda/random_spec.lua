@@ -7,8 +7,6 @@ local H = require("spec.helpers")
 local C = require("spec.helpers.cuda")
 local F = graft.nn.functional
 
-local EXACT = { rtol = 0, atol = 0 }
-
 -- fn() under seed on the CPU, then under the same seed with device = "cuda".
 local function both(seed, fn)
   graft.manual_seed(seed)
@@ -20,8 +18,8 @@ end
 
 C.describe("random fills on cuda", function()
   it("give the CPU's numbers for the same seed, in every float dtype", function()
-    for _, dt in ipairs({ "float32", "float64", "float16", "bfloat16" }) do
-      local tol = dt == "float64" and { rtol = 1e-14, atol = 1e-15 } or EXACT
+    for _, dt in ipairs(C.FLOATS) do
+      local tol = dt == "float64" and { rtol = 1e-14, atol = 1e-15 } or C.EXACT
       graft.manual_seed(5)
       local c1, c2, c3, c4 = graft.rand(37, { dtype = dt }), graft.randn(3, 13, { dtype = dt }),
           graft.empty(2, 9, { dtype = dt }):uniform_(-2, 3), graft.empty(17, { dtype = dt }):normal_(1.5, 0.25)
@@ -29,9 +27,9 @@ C.describe("random fills on cuda", function()
       local o = { dtype = dt, device = "cuda" }
       local d1, d2, d3, d4 = graft.rand(37, o), graft.randn(3, 13, o), graft.empty(2, 9, o):uniform_(-2, 3),
           graft.empty(17, o):normal_(1.5, 0.25)
-      C.assert_match(d1, c1, EXACT, dt .. " rand")
+      C.assert_match(d1, c1, C.EXACT, dt .. " rand")
       C.assert_match(d2, c2, tol, dt .. " randn")
-      C.assert_match(d3, c3, EXACT, dt .. " uniform_")
+      C.assert_match(d3, c3, C.EXACT, dt .. " uniform_")
       C.assert_match(d4, c4, tol, dt .. " normal_")
     end
   end)
@@ -46,7 +44,7 @@ C.describe("random fills on cuda", function()
     local d = { graft.randint(-5, 100, { 41 }, o), graft.randint(7, { 3, 3 }, { dtype = "int8", device = "cuda" }),
       graft.empty(4, 5, { dtype = "float32", device = "cuda" }):random_(-3, 3),
       graft.empty(6, { dtype = "int32", device = "cuda" }):random_(10), graft.randint(0, 2 ^ 40, { 5 }, o) }
-    for k = 1, #c do C.assert_match(d[k], c[k], EXACT, "randint " .. k) end
+    for k = 1, #c do C.assert_match(d[k], c[k], C.EXACT, "randint " .. k) end
   end)
 
   it("fill strided views with the values a contiguous fill would put there", function()
@@ -57,7 +55,7 @@ C.describe("random fills on cuda", function()
         if dt:find("float") then v:uniform_(-1, 1); t:narrow(1, 1, 2):normal_() else v:random_(-50, 50) end
         return t
       end)
-      C.assert_match(d, c, dt == "float64" and { rtol = 1e-14, atol = 1e-15 } or EXACT, dt)
+      C.assert_match(d, c, dt == "float64" and { rtol = 1e-14, atol = 1e-15 } or C.EXACT, dt)
     end
   end)
 
@@ -69,12 +67,12 @@ C.describe("random fills on cuda", function()
     graft.manual_seed(1)
     graft.rand(10)
     graft.randn(7, { dtype = "float64" })
-    assert.tensor_near(after_cuda, graft.rand(5), EXACT)
+    assert.tensor_near(after_cuda, graft.rand(5), C.EXACT)
     -- and repeat exactly under the same seed
     graft.manual_seed(42)
     local a = graft.randn(100, { device = "cuda" }):cpu()
     graft.manual_seed(42)
-    assert.tensor_near(graft.randn(100, { device = "cuda" }):cpu(), a, EXACT)
+    assert.tensor_near(graft.randn(100, { device = "cuda" }):cpu(), a, C.EXACT)
   end)
 
   it("keep the *_like forms on the device", function()
@@ -99,7 +97,7 @@ C.describe("random fills on cuda", function()
 
   it("draw randperm on the host and move it", function()
     local c, d = both(2, function(dev) return graft.randperm(50, { device = dev }) end)
-    C.assert_match(d, c, EXACT)
+    C.assert_match(d, c, C.EXACT)
     local seen = {}
     for _, v in ipairs(d:tolist()) do seen[v] = true end
     for k = 0, 49 do assert.is_true(seen[k], "missing " .. k) end
@@ -120,22 +118,22 @@ C.describe("dropout on cuda", function()
       for _, p in ipairs({ 0.3, 0.5, 0.9 }) do
         local x = graft.randn(5, 301, { dtype = dt }) -- 1505: chunks of 256 and a ragged end
         local c, d = both(9, function(dev) return F.dropout(dev == "cuda" and x:cuda() or x, p) end)
-        C.assert_match(d, c, EXACT, dt .. " p=" .. p)
+        C.assert_match(d, c, C.EXACT, dt .. " p=" .. p)
       end
     end
     -- a non-contiguous input, and the same mask on every run
     local x = graft.randn(40, 30)
     local c, d = both(4, function(dev) return F.dropout(dev == "cuda" and x:cuda():t() or x:t(), 0.25) end)
-    C.assert_match(d, c, EXACT)
+    C.assert_match(d, c, C.EXACT)
     graft.manual_seed(4)
-    C.assert_match(F.dropout(x:cuda():t(), 0.25), c, EXACT)
+    C.assert_match(F.dropout(x:cuda():t(), 0.25), c, C.EXACT)
   end)
 
   it("keeps everything at p = 0, nothing at p = 1, and is the identity in eval", function()
     local d = graft.randn(7, 9, { device = "cuda" })
-    assert.tensor_near(F.dropout(d, 0):cpu(), d:cpu(), EXACT)
-    assert.tensor_near(F.dropout(d, 1):cpu(), graft.zeros(7, 9), EXACT)
-    assert.tensor_near(F.dropout(d, { p = 0.5, training = false }):cpu(), d:cpu(), EXACT)
+    assert.tensor_near(F.dropout(d, 0):cpu(), d:cpu(), C.EXACT)
+    assert.tensor_near(F.dropout(d, 1):cpu(), graft.zeros(7, 9), C.EXACT)
+    assert.tensor_near(F.dropout(d, { p = 0.5, training = false }):cpu(), d:cpu(), C.EXACT)
     local kept = F.dropout(graft.ones(100000, { device = "cuda" }), 0.2):cpu():ne(0):float():mean():item()
     assert.is_true(math.abs(kept - 0.8) < 0.01, "kept " .. kept)
   end)

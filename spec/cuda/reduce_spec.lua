@@ -27,7 +27,7 @@ local function tol(c, out_dtype)
   if out_dtype == "bfloat16" or in_dtype == "bfloat16" then return { rtol = 1e-2, atol = 1e-2 } end
   if out_dtype == "float64" and in_dtype == "float64" then return { rtol = 1e-10, atol = 1e-12 } end
   if out_dtype == "float32" or out_dtype == "float64" then return { rtol = 1e-5, atol = 1e-5 } end
-  return { rtol = 0, atol = 0 }
+  return C.EXACT
 end
 
 local function run_case(x, c)
@@ -58,7 +58,7 @@ C.describe("reductions on cuda match PyTorch (every fixture case)", function()
       assert.tensor_near(out:cpu(), c.out, tol(c, c.out.dtype))
       if c.idx then
         assert.are.equal("cuda:0", idx:device())
-        assert.tensor_near(idx:cpu(), c.idx, { rtol = 0, atol = 0 })
+        assert.tensor_near(idx:cpu(), c.idx, C.EXACT)
       end
     end)
   end

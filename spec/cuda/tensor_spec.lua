@@ -22,13 +22,13 @@ end)
 
 C.describe("cuda tensors", function()
   it("round-trip every dtype exactly", function()
-    for _, dt in ipairs({ "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool" }) do
+    for _, dt in ipairs(C.DTYPES) do
       local x = (graft.arange(24):reshape(2, 3, 4) - 7):to(dt)
       local d = x:cuda()
       assert.are.equal("cuda:0", d:device())
       assert.are.equal(dt, d:dtype())
       assert.is_true(d:is_cuda())
-      assert.tensor_near(d:cpu(), x, { rtol = 0, atol = 0 })
+      assert.tensor_near(d:cpu(), x, C.EXACT)
     end
   end)
 
@@ -37,30 +37,30 @@ C.describe("cuda tensors", function()
     local d = x:cuda()
     assert.are.equal(4999999, d[5e6]:item())
     assert.are.equal(4194304, d[4194305]:item())         -- first element of the second chunk
-    assert.tensor_near(d:cpu():narrow(1, 4194300, 10), x:narrow(1, 4194300, 10), { rtol = 0, atol = 0 })
+    assert.tensor_near(d:cpu():narrow(1, 4194300, 10), x:narrow(1, 4194300, 10), C.EXACT)
   end)
 
   it("copy strided, transposed and broadcast views in both directions", function()
     local x = graft.randn(4, 5, 6)
     local v = x:transpose(1, 3):narrow(2, 2, 3)           -- non-contiguous host view
-    assert.tensor_near(v:cuda():cpu(), v, { rtol = 0, atol = 0 })
+    assert.tensor_near(v:cuda():cpu(), v, C.EXACT)
     local d = x:cuda()
     local dv = d:transpose(1, 3):narrow(2, 2, 3)          -- non-contiguous device view
-    assert.tensor_near(dv:cpu(), v, { rtol = 0, atol = 0 })
-    assert.tensor_near(dv:contiguous():cpu(), v, { rtol = 0, atol = 0 })
+    assert.tensor_near(dv:cpu(), v, C.EXACT)
+    assert.tensor_near(dv:contiguous():cpu(), v, C.EXACT)
     local dst = graft.zeros(3, 4, 5, { device = "cuda" })
     dst:copy_(graft.arange(5):float())                    -- host row broadcast into device
-    assert.tensor_near(dst:cpu(), graft.arange(5):float():expand(3, 4, 5), { rtol = 0, atol = 0 })
+    assert.tensor_near(dst:cpu(), graft.arange(5):float():expand(3, 4, 5), C.EXACT)
     local host = graft.zeros(2, 5)
     host:copy_(graft.arange(5):float():cuda())            -- device row broadcast into host
-    assert.tensor_near(host, graft.arange(5):float():expand(2, 5), { rtol = 0, atol = 0 })
+    assert.tensor_near(host, graft.arange(5):float():expand(2, 5), C.EXACT)
   end)
 
   it("convert dtypes on the device as the CPU does", function()
     local x = graft.tensor({ -2.7, -0.5, 0, 0.5, 1.5, 2.5, 300.25, 65504, 1e-8, -0.0 })
     for _, dt in ipairs({ "float64", "float16", "bfloat16", "int64", "int32", "int8", "uint8", "bool" }) do
-      assert.tensor_near(x:cuda():to(dt):cpu(), x:to(dt), { rtol = 0, atol = 0 })
-      assert.tensor_near(x:to(dt):cuda():to("float32"):cpu(), x:to(dt):to("float32"), { rtol = 0, atol = 0 })
+      assert.tensor_near(x:cuda():to(dt):cpu(), x:to(dt), C.EXACT)
+      assert.tensor_near(x:to(dt):cuda():to("float32"):cpu(), x:to(dt):to("float32"), C.EXACT)
     end
   end)
 
@@ -70,9 +70,9 @@ C.describe("cuda tensors", function()
     d:t():narrow(1, 2, 2):fill_(-3)
     local e = graft.full({ 3, 4 }, 1.25)
     e:t():narrow(1, 2, 2):fill_(-3)
-    assert.tensor_near(d:cpu(), e, { rtol = 0, atol = 0 })
+    assert.tensor_near(d:cpu(), e, C.EXACT)
     d:zero_()
-    assert.tensor_near(d:cpu(), graft.zeros(3, 4), { rtol = 0, atol = 0 })
+    assert.tensor_near(d:cpu(), graft.zeros(3, 4), C.EXACT)
     local i = graft.zeros(5, { dtype = "int64", device = "cuda" })
     i:fill_(2 ^ 40 + 3)
     assert.are.equal(2 ^ 40 + 3, i[3]:item())
@@ -141,3 +141,33 @@ C.describe("cuda tensors", function()
     H.raises("does not exist", function() return graft.zeros(2, { device = "cuda:7" }) end)
   end)
 end)
+
+-- Out of memory on a small emulated device (40 MiB, in a child process): the Lua
+-- collection runs first, and the block of a dead tensor serves the request.
+if graft.cuda.backend() == "emulator" then
+  describe("cuda out of memory on a 40 MiB emulated device", function()
+    it("collects dead tensors and reuses their block before failing", function()
+      local script = [[
+        local graft = require("graft")
+        collectgarbage("stop")                                          -- only the hook collects
+        local keep = graft.empty(5 * 2 ^ 20, { device = "cuda" })       -- 20 MiB
+        do local dead = graft.empty(3 * 2 ^ 20, { device = "cuda" }) end -- 12 MiB, garbage
+        local reserved = graft.cuda.memory_reserved()
+        local t = graft.empty(3 * 2 ^ 20, { device = "cuda" })          -- 12 MiB more: 44 > 40
+        local st = graft.cuda.memory_stats()
+        print(st.num_oom_retries, graft.cuda.memory_reserved() == reserved, t:numel(), keep:numel())
+        local ok, err = pcall(graft.empty, 6 * 2 ^ 20, { device = "cuda" })
+        print(ok, err)
+      ]]
+      local path = os.tmpname()
+      local f = assert(io.open(path, "w"))
+      f:write(script)
+      f:close()
+      local cmd = ("GRAFT_EMU_MEMORY=41943040 lua5.4 -e 'package.cpath=%q' %s 2>&1"):format(package.cpath, path)
+      local out = io.popen(cmd):read("a")
+      os.remove(path)
+      assert.is_truthy(out:find("1\ttrue\t3145728\t5242880", 1, true), out)
+      assert.is_truthy(out:find("false\t", 1, true) and out:find("CUDA out of memory: tried to allocate 24.00 MiB", 1, true), out)
+    end)
+  end)
+end

@@ -32,6 +32,26 @@ function C.describe(name, fn)
   busted.describe(name, function() busted.pending("skipped: " .. C.reason) end)
 end
 
+-- describe(name, fn) for the behaviour without a device (graft built without CUDA, or no
+-- GPU): fn runs only then; with a device one passing test says the device specs cover it.
+function C.describe_no_device(name, fn)
+  busted.describe(name, function()
+    if C.available then
+      busted.it("is covered by the device specs", function() end)
+    else
+      fn()
+    end
+  end)
+end
+
+-- Dtype lists, in one order: the floating dtypes, the integer ones, then bool.
+C.FLOATS = { "float32", "float64", "float16", "bfloat16" }
+C.INTS = { "int64", "int32", "int16", "int8", "uint8" }
+C.DTYPES = { "float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool" }
+
+-- Tolerances that ask for the same bits.
+C.EXACT = { rtol = 0, atol = 0 }
+
 -- Default tolerances per dtype: the device sums in other orders than the CPU.
 C.TOL = {
   float64 = { rtol = 1e-10, atol = 1e-12 },
@@ -66,8 +86,52 @@ local function tensors_of(v, out)
 end
 
 local function tol_for(t, opts)
-  local base = C.TOL[t:dtype()] or { rtol = 0, atol = 0 }
+  local base = C.TOL[t:dtype()] or C.EXACT
   return { rtol = opts.rtol or base.rtol, atol = opts.atol or base.atol }
+end
+
+-- A leaf that requires grad: x itself when it is a tensor, else graft.randn(...).
+function C.leaf(x, ...)
+  local t = graft.is_tensor(x) and x or graft.randn(x, ...)
+  t.requires_grad = true
+  return t
+end
+
+-- An int64 tensor of indices or classes (0-based values, as PyTorch), or of dtype.
+function C.I(values, dtype) return graft.tensor(values, { dtype = dtype or "int64" }) end
+
+-- x converted to dtype dt with distinct small values: integers scaled by 10 (uint8 from
+-- |x|), bool from the sign.
+function C.as(x, dt)
+  if dt == "bool" then return x:gt(0) end
+  if dt == "uint8" then return x:abs():mul(10):to(dt) end
+  if dt:find("int") then return x:mul(10):to(dt) end
+  return x:to(dt)
+end
+
+-- A fresh empty directory (for files written by a spec).
+function C.tmpdir()
+  local d = os.tmpname()
+  os.remove(d)
+  assert(os.execute("mkdir -p " .. d))
+  return d
+end
+
+-- Inside a describe: TF32 off (graft.backends.cudnn.allow_tf32) around each test, so
+-- float32 convolutions match the CPU to float32 precision; the setting is restored after.
+function C.without_tf32()
+  local saved
+  busted.before_each(function()
+    saved = graft.backends.cudnn.allow_tf32
+    graft.backends.cudnn.allow_tf32 = false
+  end)
+  busted.after_each(function() graft.backends.cudnn.allow_tf32 = saved end)
+end
+
+-- Asserts that t (on either device) holds exactly expected's values, shape and dtype.
+function C.assert_exact(t, expected, what)
+  local ok, why = H.compare(t:cpu(), expected, C.EXACT)
+  assert(ok, (what and (what .. ": ") or "") .. tostring(why))
 end
 
 -- Asserts that the device tensor d matches the CPU tensor c: device, shape, dtype, values.
@@ -82,10 +146,16 @@ end
 -- C.check(fn, inputs [, opts]): fn(table.unpack(inputs)) on the CPU and on copies of the
 -- inputs on the device; every tensor result must match. opts.grad: inputs with
 -- requires_grad get gradients from backward of sum(result_k * weight_k) (fixed weights)
--- and these must match too. opts.rtol/atol override the per-dtype tolerances.
+-- and these must match too (the CPU leaves' old gradients are cleared first, so inputs
+-- can be reused across checks). opts.rtol/atol override the per-dtype tolerances.
 function C.check(fn, inputs, opts)
   opts = opts or {}
   local n = inputs.n or #inputs
+  if opts.grad then
+    for _, t in ipairs(tensors_of(inputs)) do
+      if t.requires_grad and t.is_leaf then t.grad = nil end
+    end
+  end
   local dinputs = C.dev(inputs)
   local cout = table.pack(fn(table.unpack(inputs, 1, n)))
   local dout = table.pack(fn(table.unpack(dinputs, 1, n)))
@@ -114,6 +184,51 @@ function C.check(fn, inputs, opts)
     end
   end
   return dout
+end
+
+-- C.check with the exact tolerances: the device must give the CPU's bits.
+function C.check_exact(fn, inputs) return C.check(fn, inputs, C.EXACT) end
+
+-- The cases of a functional fixture (spec/nn/fixture_cases.lua's format) for the
+-- functions named in fns (all when nil), each in float64 and float32 with its inputs on
+-- the device: output and input gradients on the device, against PyTorch's values.
+local FIXTURE_TOL = {
+  float64 = { rtol = 2e-6, atol = 1e-7, dtype = false },
+  float32 = { rtol = 1e-4, atol = 2e-5, dtype = false },
+}
+function C.fixture_cases(fx, fns)
+  local FX = require("spec.nn.fixture_cases")
+  local names = {}
+  for name, c in pairs(fx.cases) do
+    if fns == nil or fns[c.fn] then names[#names + 1] = name end
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local c = fx.cases[name]
+    for _, dtype in ipairs({ "float64", "float32" }) do
+      local tol = FIXTURE_TOL[dtype]
+      busted.it(("%s (%s): %s"):format(c.fn, name, dtype), function()
+        local args, opts = FX.build(fx, c, dtype)
+        local dargs, dopts = C.dev(args), C.dev(opts)
+        local keep, topts = {}, {}
+        for i, a in ipairs(dargs) do keep[i] = a end
+        for k, v in pairs(dopts) do topts[k] = v end
+        local out = FX.call(c, dargs, dopts)
+        assert.are.equal("cuda:0", out:device())
+        assert.tensor_near(out:cpu(), c.out, tol)
+        if c.grads then
+          out:backward(H.T(c.gy):to(dtype):cuda())
+          for key, want in pairs(c.grads) do
+            local x = type(key) == "number" and keep[key] or topts[key]
+            assert.is_not_nil(x.grad, "no gradient for " .. tostring(key))
+            assert.are.equal("cuda:0", x.grad:device())
+            local ok, why = H.compare(x.grad:cpu(), want, tol)
+            assert(ok, ("gradient of %s: %s"):format(tostring(key), tostring(why)))
+          end
+        end
+      end)
+    end
+  end
 end
 
 return C

@@ -1048,13 +1048,18 @@ SGD_SPEC.validate = function(h, op, where)
     fail("%s: Nesterov momentum requires a momentum and zero dampening%s", op, where)
   end
 end
+-- p's SGD state, created empty (its momentum buffer comes with the first step).
+local function sgd_state(p, state)
+  local st = state[p]
+  if st == nil then
+    st = {}
+    state[p] = st
+  end
+  return st
+end
 SGD_SPEC.update = function(self, group, p, g, state)
   if group.momentum ~= 0 then
-    local st = state[p]
-    if st == nil then
-      st = {}
-      state[p] = st
-    end
+    local st = sgd_state(p, state)
     local buf = st.momentum_buffer
     if buf == None then buf = nil end
     st.momentum_buffer = K.sgd(p, g, buf, group.lr, group.momentum, group.dampening, group.weight_decay,
@@ -1070,12 +1075,7 @@ SGD_SPEC.update_multi = function(self, group, ps, gs, state)
   end
   local bufs, firsts = {}, {}
   for k, p in ipairs(ps) do
-    local st = state[p]
-    if st == nil then
-      st = {}
-      state[p] = st
-    end
-    local buf = st.momentum_buffer
+    local buf = sgd_state(p, state).momentum_buffer
     if buf == nil or buf == None then
       bufs[k], firsts[k] = graft.empty_like(p), true
     else
