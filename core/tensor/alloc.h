@@ -1,10 +1,11 @@
 /* graft core: the CPU caching allocator.
  *
  * Small blocks come from malloc. Blocks of GRAFT_ALLOC_CACHE_MIN bytes or more are
- * rounded up to a size bin (four bins per power of two) and, when freed, kept on the
- * bin's free list for reuse, so a fresh output of a large op lands on pages that are
- * already faulted in. Blocks of 2 MiB or more are 2 MiB aligned and advised for huge
- * pages. The cache is capped (graft_alloc_set_cache_limit) and can be emptied.
+ * whole pages carved from one arena of reserved address space (first fit by address,
+ * free neighbours merged, huge pages advised): a freed block's pages stay resident and
+ * serve the next large block of any size, so a fresh output of a large op lands on pages
+ * that are already faulted in and the resident size follows the live peak. Resident
+ * free bytes are capped (graft_alloc_set_cache_limit) and can be given back.
  */
 #ifndef GRAFT_ALLOC_H
 #define GRAFT_ALLOC_H
@@ -21,7 +22,7 @@ void graft_free(void *p, size_t actual);
 
 typedef struct {
     size_t allocated;  /* bytes handed out and not yet freed (large blocks only) */
-    size_t cached;     /* bytes held on the free lists */
+    size_t cached;     /* free bytes whose pages may still be resident */
     size_t peak;       /* the largest `allocated` seen */
     uint64_t hits, misses;
 } graft_alloc_stats;
@@ -33,7 +34,7 @@ size_t graft_alloc_live_bytes(void);
 void graft_alloc_account(int64_t delta);
 /* Frees this thread's pooled tensor structs and small tensors (tensor.c). */
 void graft_tensor_pool_flush(void);
-/* Frees every cached block back to the system. */
+/* Gives the pages of every cached (free) block back to the system. */
 void graft_alloc_empty_cache(void);
 /* Largest number of bytes kept cached (default 2 GiB). */
 void graft_alloc_set_cache_limit(size_t bytes);

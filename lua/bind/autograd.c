@@ -145,6 +145,10 @@ static int m_backward(lua_State *L) {
     bool retain = lg_opt_bool(L, opts, "retain_graph", 0);
     if (lg_opt_bool(L, opts, "create_graph", 0))
         return luaL_error(L, "backward: create_graph is not supported (no higher-order gradients)");
+    /* A young collection first: forward intermediates held only by dead userdata die
+     * now, so backward's release of saved tensors really frees them (no Lua code runs
+     * during backward to collect them). ~5-10 us; lowers a step's peak memory. */
+    lua_gc(L, LUA_GCSTEP, 0);
     if (graft_backward(t, grad, retain)) return lg_raise(L);
     return 0;
 }
