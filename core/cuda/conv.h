@@ -1,5 +1,7 @@
 /* graft CUDA backend: convolutions (conv1d/conv2d, conv_transpose, their gradients) as
- * im2col / col2im kernels around cuBLAS products, for core/nn/conv.c.
+ * im2col / col2im kernels around cuBLAS products, for core/nn/conv.c: the path when
+ * graft.backends.cudnn.enabled is false, libcudnn is missing, or cuDNN declines a shape
+ * (cuda/cudnn.h tries first).
  *
  * The geometry is the CPU's (cpu/conv_cpu.h): a "big" side [N, C, H, W], a "small" side
  * [N, O, OH, OW] and a weight [O, C/G, kh, kw]. Every tensor is contiguous on one CUDA

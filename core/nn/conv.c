@@ -2,7 +2,9 @@
  * PyTorch's rules (messages name the op and the shapes), describe the problem as one
  * geometry (core/cpu/conv_cpu.h: a "big" and a "small" side), bring operands to
  * contiguous float32/float64 (on CUDA: contiguous in their own dtype, 16-bit included)
- * and call the CPU kernels or the CUDA ones (core/cuda/conv.cu). A transposed
+ * and call the CPU kernels or the CUDA ones: cuDNN (core/cuda/cudnn.c) when
+ * graft.backends.cudnn.enabled and it takes the shape, else im2col + cuBLAS
+ * (core/cuda/conv.cu). A transposed
  * convolution is the adjoint of a convolution: its forward is a convolution's input
  * gradient and the other way round. Under autocast the forward casts its inputs first.
  */
@@ -13,6 +15,7 @@
 
 #include "cpu/conv_cpu.h"
 #include "cuda/conv.h"
+#include "cuda/cudnn.h"
 #include "nn/kernels.h"
 #include "nn/spatial_record.h"
 #include "ops/autocast.h"
@@ -24,6 +27,18 @@ static bool cv_tf32 = false;
 
 void graft_conv_set_allow_tf32(bool on) { cv_tf32 = on; }
 bool graft_conv_allow_tf32(void) { return cv_tf32; }
+
+/* torch.backends.cudnn.enabled (on, as PyTorch), .deterministic (off, as PyTorch:
+ * cuDNN may pick algorithms that sum with atomics; im2col never does) and .benchmark
+ * (off, as PyTorch: the heuristic's choice, no timing runs). */
+static bool cv_cudnn = true, cv_det = false, cv_bench = false;
+
+void graft_conv_set_cudnn_enabled(bool on) { cv_cudnn = on; }
+bool graft_conv_cudnn_enabled(void) { return cv_cudnn; }
+void graft_conv_set_cudnn_deterministic(bool on) { cv_det = on; }
+bool graft_conv_cudnn_deterministic(void) { return cv_det; }
+void graft_conv_set_cudnn_benchmark(bool on) { cv_bench = on; }
+bool graft_conv_cudnn_benchmark(void) { return cv_bench; }
 
 #define SHAPE_BUF (GRAFT_MAX_DIMS * 24 + 3)
 
@@ -210,6 +225,58 @@ static graft_status cv_check_tensor(const graft_tensor *t, graft_dtype d, const 
     return GRAFT_OK;
 }
 
+/* ---- CUDA: cuDNN first, im2col + cuBLAS when it is off or declines ---- */
+
+static graft_cudnn_opts cv_cudnn_opts(void) { return (graft_cudnn_opts){cv_tf32, cv_det, cv_bench}; }
+
+/* small <- conv(big, w) (+ bias). */
+static graft_status cv_cuda_small(const graft_conv_geom *g, graft_tensor *big, graft_tensor *w, graft_tensor *b,
+                                  graft_tensor *small, const char *op) {
+    graft_cudnn_opts o = cv_cudnn_opts();
+    bool ran = false;
+    graft_status st;
+    if (cv_cudnn && (st = graft_cudnn_conv_small(g, big, w, b, small, &o, &ran, op))) return st;
+    return ran ? GRAFT_OK : graft_cuda_conv_small(g, big, w, b, small, cv_tf32, op);
+}
+
+/* big <- conv^T(small, w) (+ bias). */
+static graft_status cv_cuda_big(const graft_conv_geom *g, graft_tensor *small, graft_tensor *w, graft_tensor *b,
+                                graft_tensor *big, const char *op) {
+    graft_cudnn_opts o = cv_cudnn_opts();
+    bool ran = false;
+    graft_status st;
+    if (cv_cudnn && (st = graft_cudnn_conv_big(g, small, w, b, big, &o, &ran, op))) return st;
+    return ran ? GRAFT_OK : graft_cuda_conv_big(g, small, w, b, big, cv_tf32, op);
+}
+
+/* +1: the weight gradient [w_shape] from small and big. cuDNN writes it in the operands'
+ * dtype (accumulating in float32, as PyTorch); im2col accumulates 16-bit operands'
+ * gradient in a float32 tensor (the caller converts it back). */
+static graft_status cv_cuda_weight(graft_tensor **out, const graft_conv_geom *g, graft_tensor *small,
+                                   graft_tensor *big, int w_ndim, const int64_t *w_shape, const char *op) {
+    graft_dtype dt = g->dtype, adt = cv_compute(dt);
+    graft_device dev = graft_tensor_device(big);
+    graft_tensor *gw = NULL;
+    graft_cudnn_opts o = cv_cudnn_opts();
+    graft_status st = GRAFT_OK;
+    bool ran = false;
+    *out = NULL;
+    if (cv_cudnn) {
+        if ((st = graft_tensor_empty(&gw, w_ndim, w_shape, dt, dev))) return st;
+        if ((st = graft_cudnn_conv_weight(g, small, big, gw, &o, &ran, op)) || ran) goto done;
+        if (dt != adt) {
+            graft_tensor_release(gw);
+            gw = NULL;
+        }
+    }
+    if (!gw && (st = graft_tensor_empty(&gw, w_ndim, w_shape, adt, dev))) goto done;
+    st = graft_cuda_conv_weight(g, small, big, gw, cv_tf32, op);
+done:
+    if (st) graft_tensor_release(gw);
+    else *out = gw;
+    return st;
+}
+
 graft_status graft_nn_conv(graft_tensor **out, graft_tensor *input, graft_tensor *weight, graft_tensor *bias,
                            const graft_conv_opts *o) {
     if (GRAFT_AUTOCAST_ACTIVE()) {
@@ -248,8 +315,8 @@ graft_status graft_nn_conv(graft_tensor **out, graft_tensor *input, graft_tensor
     if ((st = graft_tensor_empty(&y, s.out_ndim, s.out_shape, cdt, dev))) goto done;
     s.g.dtype = cdt;
     if (dev.type == GRAFT_CUDA) {
-        if (o->transposed) st = graft_cuda_conv_big(&s.g, x, w, b, y, cv_tf32, op);
-        else st = graft_cuda_conv_small(&s.g, x, w, b, y, cv_tf32, op);
+        if (o->transposed) st = cv_cuda_big(&s.g, x, w, b, y, op);
+        else st = cv_cuda_small(&s.g, x, w, b, y, op);
         goto done;
     }
     const void *bd = b ? graft_tensor_data(b) : NULL;
@@ -300,16 +367,15 @@ graft_status graft_nn_conv_backward(graft_tensor **ginput, graft_tensor **gweigh
     if (ginput && ((st = cv_ready(&w, weight, cdt)) || (st = graft_tensor_empty(&gi, in_ndim, in_shape, cdt, dev))))
         goto done;
     if (gweight && ((st = cv_ready(&x, input, cdt)) ||
-                    (st = graft_tensor_empty(&gw, o->spatial + 2, w_shape, adt, dev))))
+                    (!cuda && (st = graft_tensor_empty(&gw, o->spatial + 2, w_shape, adt, dev)))))
         goto done;
     if (cuda) {
         /* conv: the input (big side) gradient is conv^T of grad; transposed: a conv of grad */
         if (gi)
-            st = o->transposed ? graft_cuda_conv_small(&s.g, g, w, NULL, gi, cv_tf32, op)
-                               : graft_cuda_conv_big(&s.g, g, w, NULL, gi, cv_tf32, op);
-        if (!st && gw)
-            st = o->transposed ? graft_cuda_conv_weight(&s.g, x, g, gw, cv_tf32, op)
-                               : graft_cuda_conv_weight(&s.g, g, x, gw, cv_tf32, op);
+            st = o->transposed ? cv_cuda_small(&s.g, g, w, NULL, gi, op) : cv_cuda_big(&s.g, g, w, NULL, gi, op);
+        if (!st && gweight)
+            st = o->transposed ? cv_cuda_weight(&gw, &s.g, x, g, o->spatial + 2, w_shape, op)
+                               : cv_cuda_weight(&gw, &s.g, g, x, o->spatial + 2, w_shape, op);
     } else {
         void *gid = gi ? graft_tensor_data(gi) : NULL, *gwd = gw ? graft_tensor_data(gw) : NULL;
         if (!o->transposed) {

@@ -8,7 +8,8 @@
  *
  * Inputs are batched [N, C, (H,) W] or unbatched [C, (H,) W]; any layout (copied to
  * contiguous when needed); float32/float64 (float16/bfloat16 computed in float32), on
- * the CPU or on one CUDA device (im2col + cuBLAS, core/cuda/conv.cu).
+ * the CPU or on one CUDA device (cuDNN when enabled and loaded, core/cuda/cudnn.c; else
+ * or when cuDNN declines the shape, im2col + cuBLAS, core/cuda/conv.cu).
  * Results are +1 references to fresh contiguous tensors. The kernels live in
  * core/cpu/conv_cpu.c; the autograd rule in core/autograd/rules_spatial.c.
  */
@@ -39,6 +40,18 @@ const char *graft_conv_name(const graft_conv_opts *o);
  * TF32 tensor cores. Off by default (PyTorch: on), so results match the CPU's. */
 void graft_conv_set_allow_tf32(bool on);
 bool graft_conv_allow_tf32(void);
+/* torch.backends.cudnn.enabled: CUDA convolutions go through cuDNN when it loads (on by
+ * default, as PyTorch); off: im2col + cuBLAS always. */
+void graft_conv_set_cudnn_enabled(bool on);
+bool graft_conv_cudnn_enabled(void);
+/* torch.backends.cudnn.deterministic: only algorithms cuDNN reports deterministic (off by
+ * default, as PyTorch; with none for a shape, im2col runs it). */
+void graft_conv_set_cudnn_deterministic(bool on);
+bool graft_conv_cudnn_deterministic(void);
+/* torch.backends.cudnn.benchmark: each new shape times every cuDNN algorithm once and
+ * keeps the fastest (off by default, as PyTorch: cuDNN's heuristic chooses). */
+void graft_conv_set_cudnn_benchmark(bool on);
+bool graft_conv_cudnn_benchmark(void);
 
 /* +1: the convolution. bias may be NULL. Records for autograd when an input requires
  * grad (ConvolutionBackward0). */

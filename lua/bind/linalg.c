@@ -2,7 +2,8 @@
  * b)) is the general product; mm, bmm, mv, dot, outer, addmm and baddbmm follow
  * PyTorch, with beta and alpha in a trailing options table. Also the precision
  * switches of the products (graft.backends.cuda.matmul.allow_tf32,
- * graft.backends.cudnn.allow_tf32, graft.set_float32_matmul_precision) and
+ * graft.backends.cudnn.allow_tf32 / enabled / deterministic / benchmark / is_available(),
+ * graft.set_float32_matmul_precision) and
  * graft.autocast(fn, {dtype = "bfloat16"}), the mixed-precision region. */
 #include "bind.h"
 
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "cuda/conv.h"
+#include "cuda/cudnn.h"
 #include "nn/conv.h"
 #include "ops/autocast.h"
 #include "ops/linalg.h"
@@ -61,31 +63,124 @@ static int l_get_precision(lua_State *L) {
     return 1;
 }
 
-/* The switch tables: t.allow_tf32 reads and writes the C setting named by upvalue 1
- * (0 matmul, 1 convolutions); other keys are plain fields. */
-static int lb_switch_index(lua_State *L) {
+/* The switches of the tables: allow_tf32 in both (0 matmul, 1 convolutions), enabled,
+ * deterministic and benchmark in graft.backends.cudnn. */
+typedef struct {
+    int which;
+    const char *key;
+    bool (*get)(void);
+    void (*set)(bool);
+} lb_switch;
+
+static const lb_switch lb_switches[] = {
+    {0, "allow_tf32", graft_linalg_allow_tf32, graft_linalg_set_allow_tf32},
+    {1, "allow_tf32", graft_conv_allow_tf32, graft_conv_set_allow_tf32},
+    {1, "enabled", graft_conv_cudnn_enabled, graft_conv_set_cudnn_enabled},
+    {1, "deterministic", graft_conv_cudnn_deterministic, graft_conv_set_cudnn_deterministic},
+    {1, "benchmark", graft_conv_cudnn_benchmark, graft_conv_set_cudnn_benchmark},
+};
+
+static const lb_switch *lb_switch_find(lua_State *L) {
     int which = (int)lua_tointeger(L, lua_upvalueindex(1));
-    const char *k = lua_tostring(L, 2);
-    if (k && strcmp(k, "allow_tf32") == 0) {
-        lua_pushboolean(L, which == 0 ? graft_linalg_allow_tf32() : graft_conv_allow_tf32());
-        return 1;
-    }
-    lua_pushnil(L);
+    const char *k = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : NULL;
+    for (size_t i = 0; k && i < sizeof lb_switches / sizeof lb_switches[0]; i++)
+        if (lb_switches[i].which == which && strcmp(k, lb_switches[i].key) == 0) return &lb_switches[i];
+    return NULL;
+}
+
+/* The switch tables: t.<switch> reads and writes the C setting (the table named by
+ * upvalue 1); other keys are plain fields. */
+static int lb_switch_index(lua_State *L) {
+    const lb_switch *sw = lb_switch_find(L);
+    if (sw) lua_pushboolean(L, sw->get());
+    else lua_pushnil(L);
     return 1;
 }
 
 static int lb_switch_newindex(lua_State *L) {
-    int which = (int)lua_tointeger(L, lua_upvalueindex(1));
-    const char *k = lua_tostring(L, 2);
-    if (k && strcmp(k, "allow_tf32") == 0) {
+    const lb_switch *sw = lb_switch_find(L);
+    if (sw) {
         luaL_argexpected(L, lua_isboolean(L, 3), 3, "boolean");
-        if (which == 0) graft_linalg_set_allow_tf32(lua_toboolean(L, 3));
-        else graft_conv_set_allow_tf32(lua_toboolean(L, 3));
+        sw->set(lua_toboolean(L, 3));
         return 0;
     }
     lua_rawset(L, 1);
     return 0;
 }
+
+/* graft.backends.cudnn.is_available(): whether libcudnn loaded (it is tried now). */
+static int l_cudnn_is_available(lua_State *L) {
+    lua_pushboolean(L, graft_cudnn_is_available());
+    return 1;
+}
+
+/* graft.backends.cudnn.version(): cudnnGetVersion() (91900 for 9.19.0), or nil. */
+static int l_cudnn_version(lua_State *L) {
+    long v = graft_cudnn_version();
+    if (v) lua_pushinteger(L, v);
+    else lua_pushnil(L);
+    return 1;
+}
+
+/* graft.backends.cudnn._why(): why the library is unavailable ("" when it is). */
+static int l_cudnn_why(lua_State *L) {
+    lua_pushstring(L, graft_cudnn_why());
+    return 1;
+}
+
+/* graft.backends.cudnn._stats(): counters for specs and benchmarks: runs (forward,
+ * backward_data, backward_filter), fallbacks, plans, algo_queries, refusals, and
+ * last_algo (the algorithm numbers of the last runs, -1 before any). */
+static int l_cudnn_stats(lua_State *L) {
+    graft_cudnn_stats s;
+    graft_cudnn_get_stats(&s);
+    static const char *const kinds[3] = {"forward", "backward_data", "backward_filter"};
+    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 3);
+    for (int i = 0; i < 3; i++) {
+        lua_pushinteger(L, (lua_Integer)s.runs[i]);
+        lua_setfield(L, -2, kinds[i]);
+    }
+    lua_setfield(L, -2, "runs");
+    lua_createtable(L, 0, 3);
+    for (int i = 0; i < 3; i++) {
+        lua_pushinteger(L, s.last_algo[i]);
+        lua_setfield(L, -2, kinds[i]);
+    }
+    lua_setfield(L, -2, "last_algo");
+    lua_pushinteger(L, (lua_Integer)s.fallbacks);
+    lua_setfield(L, -2, "fallbacks");
+    lua_pushinteger(L, (lua_Integer)s.plans);
+    lua_setfield(L, -2, "plans");
+    lua_pushinteger(L, (lua_Integer)s.algo_queries);
+    lua_setfield(L, -2, "algo_queries");
+    lua_pushinteger(L, (lua_Integer)s.refusals);
+    lua_setfield(L, -2, "refusals");
+    return 1;
+}
+
+/* graft.backends.cudnn._clear_cache(): forgets every plan, refusal and algorithm. */
+static int l_cudnn_clear_cache(lua_State *L) {
+    (void)L;
+    graft_cudnn_clear_cache();
+    return 0;
+}
+
+/* graft.backends.cudnn._emu_refuse(stage): the emulated cuDNN refuses from now on at
+ * "descriptor", "algorithm", "run", "bias" (cudnnAddTensor) with NOT_SUPPORTED, or
+ * fails at "fail" (EXECUTION_FAILED); nil or "none" stops. Returns false outside the
+ * emulator. */
+static int l_cudnn_emu_refuse(lua_State *L) {
+    static const char *const stages[] = {"none", "descriptor", "algorithm", "run", "fail", "bias", NULL};
+    int stage = lua_isnoneornil(L, 1) ? 0 : luaL_checkoption(L, 1, NULL, stages);
+    lua_pushboolean(L, graft_cudnn_emu_refuse(stage));
+    return 1;
+}
+
+static const luaL_Reg cudnn_funcs[] = {
+    {"is_available", l_cudnn_is_available}, {"version", l_cudnn_version}, {"_why", l_cudnn_why},
+    {"_stats", l_cudnn_stats}, {"_clear_cache", l_cudnn_clear_cache}, {"_emu_refuse", l_cudnn_emu_refuse},
+    {NULL, NULL}};
 
 /* Pushes a switch table for setting `which`. */
 static void lb_push_switch(lua_State *L, int which) {
@@ -120,6 +215,10 @@ static void lb_backends(lua_State *L) {
     lua_setfield(L, -2, "matmul");
     lua_pop(L, 1);
     lb_push_switch(L, 1);
+    for (const luaL_Reg *r = cudnn_funcs; r->name; r++) {
+        lua_pushcfunction(L, r->func);
+        lua_setfield(L, -2, r->name); /* not a switch: __newindex stores it raw */
+    }
     lua_setfield(L, be, "cudnn");
     lua_settop(L, mod);
 }

@@ -2,11 +2,16 @@
 -- PyTorch side is gpu.py and scripts/gpu/check.sh prints the two side by side.
 --   sgemm_N / bf16gemm_N   matmul of two N x N matrices (TFLOP/s), TF32 off for sgemm
 --   resnet18               training step, batch 64 x 3 x 224 x 224, SGD momentum,
---                          TF32 allowed on both sides (images/s)
+--                          TF32 allowed and cudnn.benchmark on, on both sides: convolutions
+--                          through cuDNN with timed algorithm choices (images/s;
+--                          GPU_BENCH_CUDNN_BENCHMARK=0: cuDNN's heuristic choices instead)
+--   resnet18_im2col        the same with graft.backends.cudnn.enabled = false: im2col +
+--                          cuBLAS convolutions (graft only; compare with resnet18)
 --   adamw_100m             one AdamW step over 100.8M float32 parameters (ms)
 -- GPU_BENCH_QUICK=1 shrinks every case (a smoke test, e.g. over the CUDA emulator).
 local graft = require("graft")
 local quick = os.getenv("GPU_BENCH_QUICK") == "1"
+local cudnn_benchmark = os.getenv("GPU_BENCH_CUDNN_BENCHMARK") ~= "0"
 local only = arg[1]
 local sync, clock = graft.cuda.synchronize, graft.clock
 
@@ -42,10 +47,15 @@ for _, n in ipairs(quick and { 64 } or { 4096, 8192 }) do
   end
 end
 
-if want("resnet18") then
+-- One ResNet-18 training step per iteration, reported as `name`; cudnn: whether the
+-- convolutions go through cuDNN (else im2col + cuBLAS).
+local function resnet18(name, cudnn)
   local models, optim, F = require("graft.models"), require("graft.optim"), graft.F
   graft.backends.cuda.matmul.allow_tf32 = true
   graft.backends.cudnn.allow_tf32 = true -- convolutions: PyTorch's default
+  graft.backends.cudnn.enabled = cudnn
+  graft.backends.cudnn.benchmark = cudnn_benchmark -- gpu.py: torch.backends.cudnn.benchmark = True
+  graft.cuda.reset_peak_memory_stats()
   local batch, size = quick and 2 or 64, quick and 32 or 224
   local net = models.resnet18({ num_classes = 1000 }):to("cuda")
   net:train()
@@ -58,13 +68,19 @@ if want("resnet18") then
     loss:backward()
     opt:step()
   end)
-  report("resnet18", batch / s, "images/s")
-  report("resnet18_peak_mem", graft.cuda.max_memory_allocated() / 2 ^ 20, "MiB")
+  report(name, batch / s, "images/s")
+  report(name .. "_peak_mem", graft.cuda.max_memory_allocated() / 2 ^ 20, "MiB")
   graft.backends.cuda.matmul.allow_tf32 = false
   graft.backends.cudnn.allow_tf32 = false
+  graft.backends.cudnn.enabled = true
+  graft.backends.cudnn.benchmark = false
   net, opt, x, y = nil, nil, nil, nil
   collectgarbage()
+  graft.cuda.empty_cache()
 end
+
+if want("resnet18") then resnet18("resnet18", true) end
+if want("resnet18_im2col") then resnet18("resnet18_im2col", false) end
 
 if want("adamw") then
   local optim = require("graft.optim")

@@ -18,12 +18,19 @@ else
   build=build
   [ -f build/graft.so ] || make CUDA=1 build/graft.so build/graft
 fi
+# PyTorch's cuDNN and cuBLAS (the nvidia-cudnn / nvidia-cublas wheels) for graft's
+# dlopen when the system has none: their lib folders go on the loader's path, quietly.
+for m in cudnn cublas; do
+  d=$(python3 -c "import nvidia.$m as m, os; f = getattr(m, \"__file__\", None); print(os.path.dirname(f) if f else list(m.__path__)[0])" 2>/dev/null) || continue
+  [ -n "$d" ] && [ -d "$d/lib" ] && export LD_LIBRARY_PATH="$d/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+done
 LUA="lua5.4 -e package.cpath=\"$build/?.so;\"..package.cpath"
 echo "== device"
 nvidia-smi -L 2>&1 | head -4
 $LUA -e 'local g = require("graft"); print("graft " .. g.version .. ", backend " .. g.cuda.backend() ..
   ", available " .. tostring(g.cuda.is_available()) .. ", devices " .. g.cuda.device_count() ..
-  (g.cuda.is_available() and (", " .. g.cuda.get_device_name()) or ""))' 2>&1
+  (g.cuda.is_available() and (", " .. g.cuda.get_device_name()) or "") ..
+  ", cudnn " .. tostring(g.backends.cudnn.version() or ("unavailable: " .. g.backends.cudnn._why())))' 2>&1
 
 echo "== spec/cuda on the GPU"
 timeout 150 lua5.4 "$(command -v busted)" --cpath="$build/?.so" -o utfTerminal spec/cuda 2>&1 | tee "$out/gpu_specs.log" | tail -40

@@ -1,6 +1,9 @@
--- Convolutions on CUDA (im2col / col2im around cuBLAS) against the CPU: conv1d, conv2d
--- and conv_transpose2d with stride, padding, dilation and groups (depthwise too), in
--- every floating dtype, forward and every gradient, batched in chunks, and errors.
+-- Convolutions on CUDA against the CPU: conv1d, conv2d and conv_transpose2d with stride,
+-- padding, dilation and groups (depthwise too), in every floating dtype, forward and
+-- every gradient, and errors. They run through cuDNN (graft.backends.cudnn.enabled, the
+-- default; the emulated cuDNN over the emulator), except the batch chunks, a feature of
+-- the im2col / col2im + cuBLAS path (cuDNN off there). spec/cuda/cudnn_spec.lua runs
+-- every case both ways and checks which path ran.
 -- TF32 is kept off here (graft.backends.cudnn.allow_tf32, off by default; PyTorch's
 -- default is on) so that float32 results match the CPU to float32 precision.
 local graft = require("graft")
@@ -126,9 +129,17 @@ C.describe("nn.Conv2d on cuda", function()
   end)
 end)
 
-C.describe("convolutions on cuda in batch chunks", function()
+C.describe("convolutions on cuda in batch chunks (im2col)", function()
   C.without_tf32()
-  after_each(function() graft._conv_workspace(0) end)
+  local saved
+  before_each(function()
+    saved = graft.backends.cudnn.enabled
+    graft.backends.cudnn.enabled = false
+  end)
+  after_each(function()
+    graft._conv_workspace(0)
+    graft.backends.cudnn.enabled = saved
+  end)
 
   it("match the CPU one image per chunk and in uneven chunks", function()
     for _, bytes in ipairs({ 1, 3 * 1024, 6 * 1024 }) do
