@@ -29,7 +29,9 @@ extern "C" {
 #define GRAFT_CUDA_BUILT 1
 #else
 static inline graft_status graft_cuda_absent(const char *fn) {
-    return graft_error(GRAFT_EDEVICE, "%s: graft was built without CUDA (make CUDA=1 with the CUDA toolkit installed)", fn);
+    (void)fn;
+    return graft_error(GRAFT_EDEVICE, "CUDA is not available: this graft was built without CUDA "
+                                      "(rebuild with make CUDA=1 where the CUDA toolkit is installed)");
 }
 #define GRAFT_CUDA_API(name, params) \
     static inline graft_status name params { return graft_cuda_absent(#name); }
@@ -54,8 +56,16 @@ static inline int graft_cuda_current_device(void) { return 0; }
 static inline const char *graft_cuda_device_name(int index) { (void)index; return ""; }
 static inline int graft_cuda_capability(int index) { (void)index; return 0; }
 #endif
-/* A usable device or GRAFT_EDEVICE naming the reason (for "cuda:3" requests). */
-GRAFT_CUDA_API(graft_cuda_check_device, (graft_device dev, const char *op))
+/* A usable device or GRAFT_EDEVICE naming op and the reason (for "cuda:3" requests). */
+#ifdef GRAFT_WITH_CUDA
+graft_status graft_cuda_check_device(graft_device dev, const char *op);
+#else
+static inline graft_status graft_cuda_check_device(graft_device dev, const char *op) {
+    (void)dev;
+    return graft_error(GRAFT_EDEVICE, "%s: CUDA is not available: this graft was built without CUDA "
+                                      "(rebuild with make CUDA=1 where the CUDA toolkit is installed)", op);
+}
+#endif
 GRAFT_CUDA_API(graft_cuda_set_device, (int index))
 /* Waits for all work on the current device. */
 GRAFT_CUDA_API(graft_cuda_synchronize, (void))
