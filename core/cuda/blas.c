@@ -5,6 +5,7 @@
  * pointers are passed to cuBLAS, never dereferenced. */
 #include "cpu/gemm_cpu.h"
 #include "cuda/blas.h"
+#include "cuda/internal.h"
 #include "cuda/linalg.h"
 
 #include <cuda_runtime_api.h>
@@ -28,56 +29,10 @@ static cublasHandle_t bl_handles[BL_MAX_DEVICES];
 /* ---- loading ---- */
 
 #ifndef GRAFT_CUDA_EMU
-/* dlopen of one candidate; on failure appends its dlerror() to bl_why (first two only). */
-static void *bl_try(const char *path, int *tries) {
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (h) return h;
-    if ((*tries)++ < 2) {
-        const char *e = dlerror();
-        size_t len = strlen(bl_why);
-        snprintf(bl_why + len, sizeof bl_why - len, "%s%s", len ? "; " : "", e ? e : path);
-    }
-    return NULL;
-}
-
-/* In a folder (or a file named directly): libcublas.so.13, .so.12, .so. */
-static void *bl_try_dir(const char *dir, size_t n, int *tries) {
-    static const char *names[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so"};
-    char path[4096];
-    if (n == 0 || n >= sizeof path - 32) return NULL;
-    if (n > 3 && strstr(dir, ".so") && memchr(dir, '/', n)) { /* a file */
-        snprintf(path, sizeof path, "%.*s", (int)n, dir);
-        return bl_try(path, tries);
-    }
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        snprintf(path, sizeof path, "%.*s/%s", (int)n, dir, names[i]);
-        void *h = bl_try(path, tries);
-        if (h) return h;
-    }
-    return NULL;
-}
-
-/* The library from the loader's path, then $CUDA_HOME/lib64 (/usr/local/cuda without
- * it), then GRAFT_CUBLAS_PATH. Deliberately never closed. */
+/* The library from the loader's path, then $CUDA_HOME/lib64, then GRAFT_CUBLAS_PATH. */
 static void *bl_open(void) {
-    int tries = 0;
-    void *h = bl_try("libcublas.so.13", &tries);
-    if (!h) h = bl_try("libcublas.so.12", &tries);
-    if (!h) h = bl_try("libcublas.so", &tries);
-    if (!h) {
-        const char *home = getenv("CUDA_HOME");
-        char dir[2048];
-        snprintf(dir, sizeof dir, "%s/lib64", home && *home ? home : "/usr/local/cuda");
-        h = bl_try_dir(dir, strlen(dir), &tries);
-    }
-    const char *extra = getenv("GRAFT_CUBLAS_PATH");
-    while (!h && extra && *extra) {
-        const char *colon = strchr(extra, ':');
-        size_t n = colon ? (size_t)(colon - extra) : strlen(extra);
-        h = bl_try_dir(extra, n, &tries);
-        extra = colon ? colon + 1 : NULL;
-    }
-    return h;
+    static const char *const names[] = {"libcublas.so.13", "libcublas.so.12", "libcublas.so", NULL};
+    return gk_dlopen(names, "GRAFT_CUBLAS_PATH", bl_why, sizeof bl_why);
 }
 
 /* One symbol into *slot; false (and bl_why set) when the library lacks it. */

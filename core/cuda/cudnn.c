@@ -36,48 +36,10 @@ static graft_cudnn_stats cd_stats = {.last_algo = {-1, -1, -1}};
 /* ---- loading ---- */
 
 #ifndef GRAFT_CUDA_EMU
-/* dlopen of one candidate; on failure appends its dlerror() to cd_why (first two only). */
-static void *cd_try(const char *path, int *tries) {
-    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    if (h) return h;
-    if ((*tries)++ < 2) {
-        const char *e = dlerror();
-        size_t len = strlen(cd_why);
-        snprintf(cd_why + len, sizeof cd_why - len, "%s%s", len ? "; " : "", e ? e : path);
-    }
-    return NULL;
-}
-
-/* A folder holding libcudnn.so.9, or the library file named directly. */
-static void *cd_try_dir(const char *dir, size_t n, int *tries) {
-    char path[4096];
-    if (n == 0 || n >= sizeof path - 32) return NULL;
-    if (n > 3 && strstr(dir, ".so") && memchr(dir, '/', n) && (size_t)(strstr(dir, ".so") - dir) < n)
-        snprintf(path, sizeof path, "%.*s", (int)n, dir);
-    else
-        snprintf(path, sizeof path, "%.*s/libcudnn.so.9", (int)n, dir);
-    return cd_try(path, tries);
-}
-
-/* The library from the loader's path, then $CUDA_HOME/lib64 (/usr/local/cuda without
- * it), then GRAFT_CUDNN_PATH. Deliberately never closed. */
+/* The library from the loader's path, then $CUDA_HOME/lib64, then GRAFT_CUDNN_PATH. */
 static void *cd_open(void) {
-    int tries = 0;
-    void *h = cd_try("libcudnn.so.9", &tries);
-    if (!h) {
-        const char *home = getenv("CUDA_HOME");
-        char dir[2048];
-        snprintf(dir, sizeof dir, "%s/lib64", home && *home ? home : "/usr/local/cuda");
-        h = cd_try_dir(dir, strlen(dir), &tries);
-    }
-    const char *extra = getenv("GRAFT_CUDNN_PATH");
-    while (!h && extra && *extra) {
-        const char *colon = strchr(extra, ':');
-        size_t n = colon ? (size_t)(colon - extra) : strlen(extra);
-        h = cd_try_dir(extra, n, &tries);
-        extra = colon ? colon + 1 : NULL;
-    }
-    return h;
+    static const char *const names[] = {"libcudnn.so.9", NULL};
+    return gk_dlopen(names, "GRAFT_CUDNN_PATH", cd_why, sizeof cd_why);
 }
 
 /* One symbol into *slot; false (and cd_why set) when a required one is missing. */

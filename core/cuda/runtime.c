@@ -8,6 +8,7 @@
 #include "tensor/alloc.h"
 
 #include <cuda_runtime_api.h>
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -414,4 +415,56 @@ graft_status graft_cuda_fill_bytes_(graft_tensor *dst, const void *bytes) {
     graft_status st = gk_use_device(graft_tensor_device(dst).index);
     if (st) return st;
     return gk_fill_device(dst, bytes, graft_dtype_size(dst->dtype));
+}
+
+/* ---- libraries opened at run time (cuBLAS, cuDNN) ---- */
+
+/* dlopen of one candidate; on failure appends its dlerror() to why (first two only). */
+static void *lib_try(const char *path, int *tries, char *why, size_t whysize) {
+    void *h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h) return h;
+    if ((*tries)++ < 2) {
+        const char *e = dlerror();
+        size_t len = strlen(why);
+        snprintf(why + len, whysize - len, "%s%s", len ? "; " : "", e ? e : path);
+    }
+    return NULL;
+}
+
+/* In a folder: each of names; or the library file named directly (a path with ".so"). */
+static void *lib_try_dir(const char *dir, size_t n, const char *const *names, int *tries, char *why, size_t whysize) {
+    char path[4096];
+    if (n == 0 || n >= sizeof path - 64) return NULL;
+    const char *so = strstr(dir, ".so");
+    if (n > 3 && so && (size_t)(so - dir) < n && memchr(dir, '/', n)) {
+        snprintf(path, sizeof path, "%.*s", (int)n, dir);
+        return lib_try(path, tries, why, whysize);
+    }
+    for (int i = 0; names[i]; i++) {
+        snprintf(path, sizeof path, "%.*s/%s", (int)n, dir, names[i]);
+        void *h = lib_try(path, tries, why, whysize);
+        if (h) return h;
+    }
+    return NULL;
+}
+
+void *gk_dlopen(const char *const *names, const char *env, char *why, size_t whysize) {
+    int tries = 0;
+    void *h = NULL;
+    why[0] = '\0';
+    for (int i = 0; !h && names[i]; i++) h = lib_try(names[i], &tries, why, whysize);
+    if (!h) {
+        const char *home = getenv("CUDA_HOME");
+        char dir[2048];
+        snprintf(dir, sizeof dir, "%s/lib64", home && *home ? home : "/usr/local/cuda");
+        h = lib_try_dir(dir, strlen(dir), names, &tries, why, whysize);
+    }
+    const char *extra = getenv(env);
+    while (!h && extra && *extra) {
+        const char *colon = strchr(extra, ':');
+        size_t n = colon ? (size_t)(colon - extra) : strlen(extra);
+        h = lib_try_dir(extra, n, names, &tries, why, whysize);
+        extra = colon ? colon + 1 : NULL;
+    }
+    return h;
 }
