@@ -166,7 +166,7 @@ $(BUILD)/host_example: $(HOST_SRC) $(BUILD)/libgraft.a lua/graft.h
 	$(CC) $(CFLAGS_ALL) -o $@ $(HOST_SRC) $(BUILD)/libgraft.a $(LDLIBS_CORE) $(LUA_LIBS) -ldl
 
 # pkg-config file for PREFIX (make install writes one for its own PREFIX).
-PC_TEXT = prefix=$(1)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: graft\nDescription: fine-tuning runtime (C core, Lua 5.4 scripting)\nVersion: $(VERSION)\nRequires.private: lua5.4\nLibs: -L$${libdir} -lgraft\nLibs.private: $(BLAS_LIBS) -fopenmp -lm -lpthread -lz -lpng -ljpeg\nCflags: -I$${includedir}\n
+PC_TEXT = prefix=$(1)\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: graft\nDescription: fine-tuning runtime (C core, Lua 5.4 scripting)\nVersion: $(VERSION)\nRequires.private: lua5.4\nLibs: -L$${libdir} -lgraft\nLibs.private: $(BLAS_LIBS) -fopenmp -lm -lpthread -lz -lpng -ljpeg $(CUDA_LIBS)\nCflags: -I$${includedir}\n
 $(BUILD)/graft.pc: Makefile lua/graft.h
 	@mkdir -p $(BUILD)
 	@printf '$(call PC_TEXT,$(PREFIX))' > $@

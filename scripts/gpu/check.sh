@@ -33,7 +33,8 @@ $LUA -e 'local g = require("graft"); print("graft " .. g.version .. ", backend "
   ", cudnn " .. tostring(g.backends.cudnn.version() or ("unavailable: " .. g.backends.cudnn._why())))' 2>&1
 
 echo "== spec/cuda on the GPU"
-timeout 150 lua5.4 "$(command -v busted)" --cpath="$build/?.so" -o utfTerminal spec/cuda 2>&1 | tee "$out/gpu_specs.log" | tail -40
+# launches block during the specs, so an illegal address is reported at the op that made it
+CUDA_LAUNCH_BLOCKING=1 timeout 150 lua5.4 "$(command -v busted)" --cpath="$build/?.so" -o utfTerminal spec/cuda 2>&1 | tee "$out/gpu_specs.log" | tail -40
 spec_summary=$(grep -E '^[0-9]+ success' "$out/gpu_specs.log" | tail -1)
 
 echo "== benchmark"
