@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # make gpu-check: on a machine with an NVIDIA GPU, runs spec/cuda against the real
 # device and the GPU benchmark (graft, then PyTorch on the same GPU), and prints a short
-# table last. Uses the packed runtime (.gpu/runtime.tar.xz, from `make gpu-pack`) when
+# table last. Uses the packed runtime (.gpu/runtime.tar.gz, from `make gpu-pack`) when
 # present, else the local build (make CUDA=1 first). Bounded to ~5 minutes:
 # specs 150 s, each benchmark side 60 s. Writes logs to $OUT when set (the device tool).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$(mktemp -d)}
-if [ -f .gpu/runtime.tar.xz ]; then
+if [ -f .gpu/runtime.tar.gz ]; then
   rt=/tmp/graft-gpu-runtime
-  rm -rf "$rt" && mkdir -p "$rt" && tar -xJf .gpu/runtime.tar.xz -C "$rt"
+  rm -rf "$rt" && mkdir -p "$rt" && tar -xzf .gpu/runtime.tar.gz -C "$rt"
   export PATH="$rt/bin:$PATH" LD_LIBRARY_PATH="$rt/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   export LUA_PATH="$rt/share/lua/5.4/?.lua;$rt/share/lua/5.4/?/init.lua;./?.lua;./?/init.lua"
   export LUA_CPATH="$rt/lib/lua/5.4/?.so"

@@ -3,7 +3,7 @@
 # python3 + PyTorch but none of graft's Debian packages (the lent H200): the CUDA build
 # for sm_90 (built here: nvcc needs no GPU), the Lua 5.4 interpreter, busted and the
 # shared libraries graft links (OpenBLAS, libgomp, libpng, libjpeg, Lua), into
-# .gpu/runtime.tar.xz (ignored by git; about 15 MB). Then, on the device machine:
+# .gpu/runtime.tar.gz (ignored by git; about 22 MB). Then, on the device machine:
 #   make gpu-check          (scripts/gpu/check.sh unpacks it when present)
 # With the device tool: run(command="make gpu-check", carry=[".gpu"]).
 set -euo pipefail
@@ -27,5 +27,5 @@ for m in busted busted.lua cliargs cliargs.lua dkjson.lua luassert mediator.lua 
 done
 cp -rL /usr/lib/x86_64-linux-gnu/lua/5.4/. "$stage/lib/lua/5.4/"
 mkdir -p .gpu
-tar -cJf .gpu/runtime.tar.xz -C "$stage" .
-echo "gpu-pack: .gpu/runtime.tar.xz ($(du -h .gpu/runtime.tar.xz | cut -f1)); run 'make gpu-check' on the GPU machine with .gpu carried"
+tar -czf .gpu/runtime.tar.gz -C "$stage" .
+echo "gpu-pack: .gpu/runtime.tar.gz ($(du -h .gpu/runtime.tar.gz | cut -f1)); run 'make gpu-check' on the GPU machine with .gpu carried"
