@@ -497,15 +497,22 @@ DO_FORWARD(double, f64)
 graft_status graft_nn_dropout_forward(graft_tensor **y, graft_tensor **mask, graft_tensor *x, double p) {
     *y = NULL;
     *mask = NULL;
-    graft_status st = graft_nn_check_float(x, "dropout", "input");
-    if (st) return st;
+    if (!graft_dtype_is_float(x->dtype))
+        return graft_error(GRAFT_ETYPE, "dropout: expected a floating point input, got %s", graft_dtype_name(x->dtype));
     if (!(p >= 0 && p <= 1)) return graft_error(GRAFT_EINVAL, "dropout: probability has to be between 0 and 1, but got %g", p);
-    graft_tensor *xc = NULL;
+    graft_status st;
+    graft_tensor *xc = NULL, *yc = NULL;
     graft_device dev = graft_tensor_device(x);
-    if ((st = graft_tensor_contiguous(&xc, x)) || (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev)) ||
-        (st = graft_tensor_empty(mask, x->ndim, x->shape, GRAFT_U8, dev))) {
+    /* float16/bfloat16 on the CPU: computed in float32 and rounded once (the mask does
+     * not depend on the dtype); the device kernels read and write 16 bits directly */
+    bool half_cpu = dev.type == GRAFT_CPU && x->dtype != GRAFT_F32 && x->dtype != GRAFT_F64;
+    if ((st = half_cpu ? graft_nn_contig_as(&xc, x, GRAFT_F32) : graft_tensor_contiguous(&xc, x)) ||
+        (st = graft_tensor_empty(y, x->ndim, x->shape, x->dtype, dev)) ||
+        (st = graft_tensor_empty(mask, x->ndim, x->shape, GRAFT_U8, dev)) ||
+        (half_cpu && (st = graft_tensor_empty(&yc, x->ndim, x->shape, GRAFT_F32, dev)))) {
         graft_tensor_release(*y);
-        *y = NULL;
+        graft_tensor_release(*mask);
+        *y = *mask = NULL;
         graft_tensor_release(xc);
         return st;
     }
@@ -517,8 +524,13 @@ graft_status graft_nn_dropout_forward(graft_tensor **y, graft_tensor **mask, gra
         st = graft_cuda_dropout_forward(*y, *mask, xc, p, rs.seed, base);
     else if (x->dtype == GRAFT_F64)
         do_forward_f64(graft_tensor_data(*y), graft_tensor_data(*mask), graft_tensor_data(xc), n, p, rs.seed, base);
-    else
+    else if (x->dtype == GRAFT_F32)
         do_forward_f32(graft_tensor_data(*y), graft_tensor_data(*mask), graft_tensor_data(xc), n, p, rs.seed, base);
+    else {
+        do_forward_f32(graft_tensor_data(yc), graft_tensor_data(*mask), graft_tensor_data(xc), n, p, rs.seed, base);
+        st = graft_tensor_copy_(*y, yc);
+    }
+    graft_tensor_release(yc);
     graft_tensor_release(xc);
     if (st) {
         graft_tensor_release(*y);
@@ -575,12 +587,21 @@ graft_status graft_nn_dropout_backward(graft_tensor **dx, graft_tensor *g, graft
     }
     if (g->dtype == GRAFT_F64) graft_iter_run(&it, do_backward_f64, &scale);
     else if (g->dtype == GRAFT_F32) graft_iter_run(&it, do_backward_f32, &scale);
-    else {
+    else if (graft_dtype_is_float(g->dtype)) { /* 16-bit: in float32, rounded once */
+        graft_tensor *g32 = NULL, *d32 = NULL;
+        if (!(st = graft_tensor_to_dtype(&g32, g, GRAFT_F32)) &&
+            !(st = graft_nn_dropout_backward(&d32, g32, mask, scale)))
+            st = graft_tensor_copy_(*dx, d32);
+        graft_tensor_release(g32);
+        graft_tensor_release(d32);
+    } else {
+        st = graft_error(GRAFT_ETYPE, "dropout backward: unexpected %s gradient", graft_dtype_name(g->dtype));
+    }
+    if (st) {
         graft_tensor_release(*dx);
         *dx = NULL;
-        return graft_error(GRAFT_ETYPE, "dropout backward: unexpected %s gradient", graft_dtype_name(g->dtype));
     }
-    return GRAFT_OK;
+    return st;
 }
 
 graft_status graft_nn_dropout(graft_tensor **out, graft_tensor *x, double p, bool training) {

@@ -147,8 +147,16 @@ C.describe("dropout on cuda", function()
     end
   end)
 
+  it("takes float16 and bfloat16 with the float32 mask", function()
+    for _, dt in ipairs({ "float16", "bfloat16" }) do
+      local x = graft.randn(6, 50, { dtype = dt })
+      x.requires_grad = true
+      C.check(function(t) graft.manual_seed(22); return F.dropout(t, 0.4) end, { x }, { grad = true })
+    end
+  end)
+
   it("refuses integer input as the CPU does", function()
-    H.raises("dropout: expected a float32 or float64 input, got int64",
+    H.raises("dropout: expected a floating point input, got int64",
       function() return F.dropout(graft.zeros(3, { dtype = "int64", device = "cuda" }), 0.5) end)
   end)
 end)
