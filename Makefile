@@ -171,12 +171,13 @@ $(BUILD)/graft.pc: Makefile lua/graft.h
 	@mkdir -p $(BUILD)
 	@printf '$(call PC_TEXT,$(PREFIX))' > $@
 
-# With CUDA built in, spec/cuda runs a second time over the emulator (its own summary line).
+# With CUDA built in, spec/cuda runs a second time over the emulator (its own summary
+# line), with two emulated devices so ops on cuda:1 are checked too.
 TEST_EMU = $(if $(filter 0,$(CUDA)),,$(BUILD)/emu/graft.so)
 test: all $(TEST_EMU)
 	@s=0; GRAFT_BIN=$(BUILD)/graft GRAFT_HOST_EXAMPLE=$(BUILD)/host_example lua5.4 /usr/bin/busted --cpath='$(BUILD)/?.so' spec || s=1; \
 	if [ -n "$(TEST_EMU)" ]; then echo "spec/cuda over the CUDA emulator ($(TEST_EMU)):"; \
-	  GRAFT_CUDA_EMU=1 lua5.4 /usr/bin/busted --cpath='$(BUILD)/emu/?.so' spec/cuda || s=1; fi; exit $$s
+	  GRAFT_CUDA_EMU=1 GRAFT_EMU_DEVICES=2 lua5.4 /usr/bin/busted --cpath='$(BUILD)/emu/?.so' spec/cuda || s=1; fi; exit $$s
 
 # On a machine with an NVIDIA GPU (the lent H200): see scripts/gpu/check.sh. gpu-pack
 # (here) bundles the sm_90 build and its runtime for a GPU machine without the packages.

@@ -105,35 +105,16 @@ graft_status graft_cublas_check(cublasStatus_t s, const char *call, const char *
                        name ? name : bl_status_name(s), why ? why : "");
 }
 
-/* Makes `device` current for the runtime (and so for cuBLAS) when it is not already;
- * *prev receives the device to give back with bl_restore_device (runtime.c caches which
- * device it made current, so graft's calls leave that unchanged). */
-static graft_status bl_use_device(int device, int *prev, const char *op) {
-    int cur = -1;
-    if (cudaGetDevice(&cur) != cudaSuccess) cudaGetLastError();
-    *prev = cur;
-    if (cur == device) return GRAFT_OK;
-    cudaError_t e = cudaSetDevice(device);
-    if (e == cudaSuccess) return GRAFT_OK;
-    cudaGetLastError();
-    *prev = device;
-    return graft_error(GRAFT_EDEVICE, "%s: cudaSetDevice(%d): %s", op, device, cudaGetErrorString(e));
-}
-
-static void bl_restore_device(int device, int prev) {
-    if (prev != device && prev >= 0 && cudaSetDevice(prev) != cudaSuccess) cudaGetLastError();
-}
-
-/* The handle is created with `device` current (cuBLAS binds it to that device). */
+/* The handle is created with `device` current (cuBLAS binds it to that device), which
+ * stays selected: every gemm on the device runs with it current. */
 graft_status graft_cublas_handle(cublasHandle_t *out, int device, const char *op) {
     const graft_cublas_api *api;
     graft_status st;
     *out = NULL;
     if (device < 0 || device >= BL_MAX_DEVICES) return graft_error(GRAFT_EDEVICE, "%s: no CUDA device %d", op, device);
     if ((st = graft_cublas_api_get(&api, op))) return st;
+    if ((st = gk_use_device(device))) return st;
     if (!bl_handles[device]) {
-        int prev;
-        if ((st = bl_use_device(device, &prev, op))) return st;
         cublasHandle_t h = NULL;
         st = graft_cublas_check(api->create(&h), "cublasCreate_v2", op);
         /* 16-bit products reduce in float32 only (no split-K partial sums rounded to the
@@ -143,7 +124,6 @@ graft_status graft_cublas_handle(cublasHandle_t *out, int device, const char *op
         if (!st && ((st = graft_cublas_check(api->set_stream(h, graft_cuda_stream()), "cublasSetStream_v2", op)) ||
                     (st = graft_cublas_check(api->set_math_mode(h, mode), "cublasSetMathMode", op))))
             api->destroy(h);
-        bl_restore_device(device, prev);
         if (st) return st;
         bl_handles[device] = h;
     }
@@ -183,6 +163,8 @@ graft_status graft_cuda_gemm(const graft_cuda_gemm_args *g, const char *op) {
     cublasHandle_t h;
     graft_status st;
     if (g->m == 0 || g->n == 0 || g->nbatch == 0) return GRAFT_OK;
+    /* the operands' device, whatever the current one is (as PyTorch) */
+    if ((st = gk_use_device(g->device))) return st;
     bool f64 = g->ab_dtype == GRAFT_F64, half = g->ab_dtype == GRAFT_F16 || g->ab_dtype == GRAFT_BF16;
     if (!(f64 || half || g->ab_dtype == GRAFT_F32) ||
         !(g->c_dtype == g->ab_dtype || (half && g->c_dtype == GRAFT_F32)))
@@ -201,10 +183,7 @@ graft_status graft_cuda_gemm(const graft_cuda_gemm_args *g, const char *op) {
     if (!bl_fits_int(g->m) || !bl_fits_int(g->n) || !bl_fits_int(g->k) || !bl_fits_int(lda) || !bl_fits_int(ldb) ||
         !bl_fits_int(g->c_rs) || g->c_rs < g->n)
         return graft_error(GRAFT_EINVAL, "%s: matrix dimensions exceed what cuBLAS accepts (%d)", op, INT_MAX);
-    int prev;
-    if ((st = graft_cublas_handle(&h, g->device, op)) || (st = graft_cublas_api_get(&api, op)) ||
-        (st = bl_use_device(g->device, &prev, op)))
-        return st;
+    if ((st = graft_cublas_handle(&h, g->device, op)) || (st = graft_cublas_api_get(&api, op))) return st;
 
     cublasComputeType_t ct = f64 ? CUBLAS_COMPUTE_64F
                              : (g->tf32 && g->ab_dtype == GRAFT_F32) ? CUBLAS_COMPUTE_32F_FAST_TF32
@@ -220,7 +199,6 @@ graft_status graft_cuda_gemm(const graft_cuda_gemm_args *g, const char *op) {
         st = graft_cublas_check(api->gemm_ex(h, opa, opb, m, n, k, alpha, g->b, tab, (int)lda, g->a, tab, (int)ldb,
                                              beta, g->c, tc, (int)g->c_rs, ct, CUBLAS_GEMM_DEFAULT),
                                 "cublasGemmEx", op);
-        bl_restore_device(g->device, prev);
         return st;
     }
     /* batches of at most INT_MAX at a time */
@@ -234,6 +212,5 @@ graft_status graft_cuda_gemm(const graft_cuda_gemm_args *g, const char *op) {
                                                              g->c_bs, cnt, ct, CUBLAS_GEMM_DEFAULT),
                                 "cublasGemmStridedBatchedEx", op);
     }
-    bl_restore_device(g->device, prev);
     return st;
 }

@@ -424,16 +424,19 @@ extern "C" graft_status graft_cuda_conv_set_workspace(size_t bytes) {
 
 extern "C" graft_status graft_cuda_conv_small(const graft_conv_geom *g, graft_tensor *big, graft_tensor *w,
                                               graft_tensor *bias, graft_tensor *small, bool tf32, const char *op) {
+    GK_ON_DEVICE(small);
     return cv_forward<false>(g, big, w, bias, small, tf32, op);
 }
 
 extern "C" graft_status graft_cuda_conv_big(const graft_conv_geom *g, graft_tensor *small, graft_tensor *w,
                                             graft_tensor *bias, graft_tensor *big, bool tf32, const char *op) {
+    GK_ON_DEVICE(big);
     return cv_forward<true>(g, small, w, bias, big, tf32, op);
 }
 
 extern "C" graft_status graft_cuda_conv_weight(const graft_conv_geom *g, graft_tensor *small, graft_tensor *big,
                                                graft_tensor *dw, bool tf32, const char *op) {
+    GK_ON_DEVICE(dw);
     graft_tensor *ts[2] = {small, big};
     graft_status st = cv_check(g, ts, 2, dw, op);
     if (st) return st;
@@ -443,6 +446,7 @@ extern "C" graft_status graft_cuda_conv_weight(const graft_conv_geom *g, graft_t
 
 extern "C" graft_status graft_cuda_conv_bias_grad(graft_tensor *x, int64_t N, int64_t C, int64_t P, graft_tensor *db,
                                                   const char *op) {
+    GK_ON_DEVICE(db);
     if (!graft_tensor_is_contiguous(x) || db->dtype != cv_compute(x->dtype))
         return graft_error(GRAFT_EINTERNAL, "%s: bias gradient operands", op);
     if (C == 0) return GRAFT_OK;

@@ -59,6 +59,7 @@ static graft_status copy_same(const graft_iter *it, bool flat) {
 }
 
 extern "C" graft_status gk_copy_device(graft_tensor *dst, graft_tensor *src) {
+    GK_ON_DEVICE(dst);
     graft_iter it;
     graft_tensor *ops[2] = {dst, src};
     graft_status st = graft_iter_init(&it, 2, ops, dst->ndim, dst->shape);
@@ -90,6 +91,7 @@ static graft_status fill_as(const graft_iter *it, const void *bytes) {
 }
 
 extern "C" graft_status gk_fill_device(graft_tensor *dst, const void *bytes, size_t esz) {
+    GK_ON_DEVICE(dst);
     graft_iter it;
     graft_tensor *ops[1] = {dst};
     graft_status st = graft_iter_init(&it, 1, ops, dst->ndim, dst->shape);

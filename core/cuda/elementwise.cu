@@ -392,6 +392,7 @@ static graft_status ew_binary_launch(const graft_iter *it, int op, const graft_c
 extern "C" graft_status graft_cuda_binary(graft_tensor *out, int op, graft_dtype cd, const graft_cuda_operand *a,
                                           const graft_cuda_operand *b, double alpha_f, int64_t alpha_i,
                                           int *zero_div) {
+    GK_ON_DEVICE(out);
     if ((unsigned)cd >= GRAFT_NDTYPES || (unsigned)op >= GRAFT_EW_NBINARY)
         return graft_error(GRAFT_EINTERNAL, "binary: bad cuda call (op %d, dtype %d)", op, (int)cd);
     ew_placeholder pa, pb;
@@ -441,6 +442,7 @@ template <int D, bool PRED> static graft_status ew_unary_launch(const graft_iter
 }
 
 extern "C" graft_status graft_cuda_unary(graft_tensor *out, int op, graft_tensor *a) {
+    GK_ON_DEVICE(out);
     if ((unsigned)a->dtype >= GRAFT_NDTYPES || (unsigned)op >= GRAFT_EW_NUNARY)
         return graft_error(GRAFT_EINTERNAL, "unary: bad cuda call (op %d, dtype %d)", op, (int)a->dtype);
     graft_tensor *ops[2] = {out, a};
@@ -454,6 +456,7 @@ extern "C" graft_status graft_cuda_unary(graft_tensor *out, int op, graft_tensor
 
 extern "C" graft_status graft_cuda_clamp(graft_tensor *out, graft_tensor *a, const graft_cuda_operand *lo,
                                          const graft_cuda_operand *hi) {
+    GK_ON_DEVICE(out);
     if ((unsigned)a->dtype >= GRAFT_NDTYPES || a->dtype == GRAFT_BOOL)
         return graft_error(GRAFT_EINTERNAL, "clamp: bad cuda call (dtype %d)", (int)a->dtype);
     graft_tensor *ops[2] = {out, a};
@@ -495,6 +498,7 @@ static graft_status ew_where_launch(const graft_iter *it, const graft_cuda_opera
 
 extern "C" graft_status graft_cuda_where(graft_tensor *out, const graft_cuda_operand *cond,
                                          const graft_cuda_operand *a, const graft_cuda_operand *b) {
+    GK_ON_DEVICE(out);
     graft_dtype d = out->dtype;
     ew_placeholder pc, pa, pb;
     graft_tensor *ops[4] = {out, ew_operand_tensor(&pc, cond, GRAFT_BOOL), ew_operand_tensor(&pa, a, d),

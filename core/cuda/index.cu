@@ -345,6 +345,7 @@ static graft_status ix_err_read(graft_tensor *err, bool *bad, int64_t *badval) {
 }
 
 extern "C" graft_status graft_cuda_ix_check(graft_tensor *index, int64_t lo, int64_t hi, bool *bad, int64_t *badval) {
+    GK_ON_DEVICE(index);
     graft_iter it;
     graft_tensor *err = NULL;
     *bad = false;
@@ -363,6 +364,7 @@ extern "C" graft_status graft_cuda_ix_check(graft_tensor *index, int64_t lo, int
 
 extern "C" graft_status graft_cuda_ix_offsets(graft_tensor *offs, graft_tensor *index, int64_t size, int64_t stride,
                                               bool wrap, bool *bad, int64_t *badval) {
+    GK_ON_DEVICE(offs);
     graft_iter it;
     graft_tensor *err = NULL, *ops[2] = {offs, index};
     *bad = false;
@@ -388,6 +390,7 @@ static graft_status ix_plan_as(const graft_ix_plan *p, graft_tensor *dense, bool
 }
 
 extern "C" graft_status graft_cuda_ix_plan_run(const graft_ix_plan *p, graft_tensor *dense, bool put) {
+    GK_ON_DEVICE(dense);
     int64_t total = p->pre_numel * p->nb * p->post_numel;
     if (total == 0) return GRAFT_OK;
     switch (p->esz) {
@@ -420,6 +423,7 @@ static graft_status ix_move_as(const graft_iter *it, graft_ix_mode mode, int64_t
 extern "C" graft_status graft_cuda_ix_scatter(const graft_iter *it, graft_ix_mode mode, int64_t dim_stride,
                                               graft_dtype dtype, const void *value, double fa, int64_t ia) {
     if (it->numel == 0) return GRAFT_OK;
+    GK_ON_DEVICE_OF(it->data[0]);
     if (mode == GRAFT_IX_SCATTER_ADD) {
         gk_geom<3> g = gk_geom_of<3>(it);
         unsigned blocks = gk_blocks(g.numel, GK_THREADS);
@@ -451,6 +455,7 @@ static graft_status ix_masked_fill_as(const graft_iter *it, const void *value) {
 
 extern "C" graft_status graft_cuda_masked_fill(const graft_iter *it, size_t esz, const void *value) {
     if (it->numel == 0) return GRAFT_OK;
+    GK_ON_DEVICE_OF(it->data[0]);
     switch (esz) {
     case 1: return ix_masked_fill_as<uint8_t>(it, value);
     case 2: return ix_masked_fill_as<uint16_t>(it, value);
@@ -469,6 +474,7 @@ static graft_status ix_take_as(const graft_iter *it, const void *base, int64_t n
 
 extern "C" graft_status graft_cuda_take(const graft_iter *it, const void *base, int64_t numel, size_t esz) {
     if (it->numel == 0) return GRAFT_OK;
+    GK_ON_DEVICE_OF(it->data[0]);
     switch (esz) {
     case 1: return ix_take_as<uint8_t>(it, base, numel);
     case 2: return ix_take_as<uint16_t>(it, base, numel);
@@ -531,6 +537,7 @@ static graft_status ix_masked_select_as(graft_tensor **out, graft_tensor *t, con
 
 extern "C" graft_status graft_cuda_masked_select(graft_tensor **out, graft_tensor *t, graft_tensor *mask, int ndim,
                                                  const int64_t *shape) {
+    GK_ON_DEVICE(t);
     graft_iter it;
     graft_tensor *ops[2] = {t, mask};
     *out = NULL;
@@ -572,6 +579,7 @@ static graft_status ix_nonzero_as(graft_tensor **out, graft_tensor *t) {
 }
 
 extern "C" graft_status graft_cuda_nonzero(graft_tensor **out, graft_tensor *t) {
+    GK_ON_DEVICE(t);
     *out = NULL;
     if (!graft_tensor_is_contiguous(t))
         return graft_error(GRAFT_EINTERNAL, "nonzero: the CUDA kernel expects a contiguous tensor");
@@ -598,6 +606,7 @@ static graft_status ix_tri_as(graft_tensor *t, int64_t k, bool lower) {
 }
 
 extern "C" graft_status graft_cuda_tri_(graft_tensor *t, int64_t k, bool lower) {
+    GK_ON_DEVICE(t);
     if (t->ndim < 2 || graft_tensor_numel(t) == 0) return GRAFT_OK;
     switch (graft_dtype_size(t->dtype)) {
     case 1: return ix_tri_as<uint8_t>(t, k, lower);

@@ -26,6 +26,7 @@ extern "C" {
 #include "tensor/tensor.h"
 #include "tensor/iter.h"
 #include "cuda/cuda.h"
+#include "cuda/internal.h"
 }
 
 /* The stream every graft kernel and copy runs on (the legacy default stream). */
@@ -47,6 +48,28 @@ extern "C" graft_status gk_launched(const char *op);
 #define GK_LAUNCH_FLAT GK_LAUNCH
 #define GK_DYNAMIC_SMEM(T, name) extern __shared__ __align__(16) unsigned char gk_smem_raw_[]; T *name = (T *)gk_smem_raw_
 #endif
+
+/* PyTorch runs an op on its tensors' device whatever the current device is: every
+ * launcher starts with GK_ON_DEVICE(t), t the tensor it writes (all its operands share
+ * that device), so its kernels go to t's device (cheap when it is already selected).
+ * GK_ON_DEVICE_OF(p) does the same for a launcher handed raw device pointers. */
+#define GK_ON_DEVICE(t)                                                                    \
+    do {                                                                                   \
+        graft_status gk_dev_st_ = gk_use_device(graft_tensor_device(t).index);              \
+        if (gk_dev_st_) return gk_dev_st_;                                                 \
+    } while (0)
+#define GK_ON_DEVICE_OF(p)                                                                 \
+    do {                                                                                   \
+        graft_status gk_dev_st_ = gk_use_device_of(p);                                     \
+        if (gk_dev_st_) return gk_dev_st_;                                                 \
+    } while (0)
+/* The device that owns device pointer p, selected (one device: no driver query). */
+static inline graft_status gk_use_device_of(const void *p) {
+    if (graft_cuda_device_count() < 2) return gk_use_device(0);
+    cudaPointerAttributes a;
+    graft_status st = gk_check(cudaPointerGetAttributes(&a, p), "cudaPointerGetAttributes");
+    return st ? st : gk_use_device(a.device);
+}
 
 #define GK_THREADS 256
 /* Grid-stride loop over [0, n). */

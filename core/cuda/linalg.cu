@@ -16,6 +16,7 @@ __global__ void scale_kernel(int64_t n, typename gk_type<D>::S *c, float beta_f,
 
 extern "C" graft_status graft_cuda_scale_(void *c, graft_dtype d, int64_t n, double beta) {
     if (n == 0 || beta == 1.0) return GRAFT_OK;
+    GK_ON_DEVICE_OF(c);
     GK_DISPATCH_FLOAT(d, {
         typedef typename gk_type<D>::S S;
         GK_LAUNCH_FLAT(scale_kernel<D>, gk_blocks(n, GK_THREADS), GK_THREADS, 0, n, (S *)c, (float)beta, beta,

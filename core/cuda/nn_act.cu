@@ -78,6 +78,7 @@ static void sm_backward_launch(graft_tensor *dx, graft_tensor *g, graft_tensor *
 
 extern "C" graft_status graft_cuda_nn_softmax_forward(graft_tensor *y, graft_tensor *x, int64_t outer, int64_t D,
                                                       int64_t inner, bool log) {
+    GK_ON_DEVICE(y);
     const char *op = log ? "log_softmax" : "softmax";
     int64_t rows = outer * inner;
     if (rows == 0 || D == 0) return GRAFT_OK;
@@ -91,6 +92,7 @@ extern "C" graft_status graft_cuda_nn_softmax_forward(graft_tensor *y, graft_ten
 
 extern "C" graft_status graft_cuda_nn_softmax_backward(graft_tensor *dx, graft_tensor *g, graft_tensor *y,
                                                        int64_t outer, int64_t D, int64_t inner, bool log) {
+    GK_ON_DEVICE(dx);
     const char *op = log ? "log_softmax backward" : "softmax backward";
     int64_t rows = outer * inner;
     if (rows == 0 || D == 0) return GRAFT_OK;
@@ -179,6 +181,7 @@ __global__ void ak_backward_kernel(gk_geom<3> geo, char *dx, const char *g, cons
 /* float32 and float64, and float16 / bfloat16 read and written as 16 bits, computed in float. */
 extern "C" graft_status graft_cuda_nn_activation_forward(graft_tensor *y, graft_tensor *x, graft_nn_act act,
                                                          double param) {
+    GK_ON_DEVICE(y);
     graft_iter it;
     graft_tensor *ops[2] = {y, x};
     graft_status st = graft_iter_init(&it, 2, ops, y->ndim, y->shape);
@@ -194,6 +197,7 @@ extern "C" graft_status graft_cuda_nn_activation_forward(graft_tensor *y, graft_
 
 extern "C" graft_status graft_cuda_nn_activation_backward(graft_tensor *dx, graft_tensor *g, graft_tensor *x,
                                                           graft_nn_act act, double param) {
+    GK_ON_DEVICE(dx);
     graft_iter it;
     graft_tensor *ops[3] = {dx, g, x};
     graft_status st = graft_iter_init(&it, 3, ops, dx->ndim, dx->shape);

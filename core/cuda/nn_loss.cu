@@ -286,6 +286,7 @@ extern "C" graft_status graft_cuda_nn_class_loss_forward(graft_tensor *out, graf
                                                          int64_t *bad, const graft_nn_class_loss *a, graft_tensor *x,
                                                          graft_tensor *target, graft_tensor *weight, int64_t N,
                                                          int64_t C, int64_t inner) {
+    GK_ON_DEVICE(x);
     cl_params p = {a->logits, a->probs, (long long)a->ignore_index, a->label_smoothing, N * inner, C, inner};
     nk_status hs;
     graft_status st;
@@ -322,6 +323,7 @@ extern "C" graft_status graft_cuda_nn_class_loss_backward(graft_tensor *dx, graf
                                                           const graft_nn_class_loss *a, graft_tensor *g, double gscale,
                                                           graft_tensor *x, graft_tensor *target, graft_tensor *weight,
                                                           graft_tensor *lse, int64_t N, int64_t C, int64_t inner) {
+    GK_ON_DEVICE(x);
     cl_params p = {a->logits, a->probs, (long long)a->ignore_index, a->label_smoothing, N * inner, C, inner};
     switch (x->dtype) {
     case GRAFT_F32: return cl_backward<GRAFT_F32>(dx, dtarget, a, g, gscale, x, target, weight, lse, p);
@@ -490,6 +492,7 @@ extern "C" graft_status graft_cuda_nn_pointwise_loss_forward(graft_tensor *out, 
                                                              graft_tensor *x, graft_tensor *y, graft_tensor *w,
                                                              graft_tensor *pw, graft_reduction reduction, double beta,
                                                              int ndim, const int64_t *shape) {
+    GK_ON_DEVICE(x);
     *bad = false;
     switch (x->dtype) {
     case GRAFT_F32: return pl_forward<GRAFT_F32>(out, bad, kind, x, y, w, pw, reduction, beta, ndim, shape);
@@ -502,6 +505,7 @@ extern "C" graft_status graft_cuda_nn_pointwise_loss_backward(graft_tensor *res,
                                                               graft_tensor *g, double scale, graft_tensor *x,
                                                               graft_tensor *y, graft_tensor *w, graft_tensor *pw,
                                                               double beta) {
+    GK_ON_DEVICE(res);
     graft_iter it;
     graft_tensor *ops[6] = {res, g, x, y, w, pw};
     graft_status st = graft_iter_init(&it, 6, ops, res->ndim, res->shape);
@@ -574,6 +578,7 @@ static void em_forward_launch(graft_tensor *out, graft_tensor *weight, graft_ten
 
 extern "C" graft_status graft_cuda_nn_embedding_forward(graft_tensor *out, int64_t *bad, graft_tensor *weight,
                                                         graft_tensor *idx) {
+    GK_ON_DEVICE(out);
     int64_t n = graft_tensor_numel(idx), D = weight->shape[1];
     graft_tensor *status = NULL;
     nk_status hs;
@@ -595,6 +600,7 @@ extern "C" graft_status graft_cuda_nn_embedding_forward(graft_tensor *out, int64
 
 extern "C" graft_status graft_cuda_nn_embedding_backward(graft_tensor *dw, graft_tensor *g, graft_tensor *idx,
                                                          int64_t padding_idx) {
+    GK_ON_DEVICE(dw);
     int64_t n = graft_tensor_numel(idx), D = dw->shape[1], num = dw->shape[0];
     if (n == 0 || D == 0) return GRAFT_OK;
     unsigned nb = gk_blocks(n * 32, GK_THREADS);
@@ -627,6 +633,7 @@ __global__ void nk_range_kernel(const int64_t *v, int64_t n, long long *range) {
 }
 
 extern "C" graft_status graft_cuda_nn_index_range(int64_t *lo, int64_t *hi, graft_tensor *idx) {
+    GK_ON_DEVICE(idx);
     int64_t n = graft_tensor_numel(idx), two = 2;
     long long h[2];
     *lo = INT64_MAX;
@@ -650,6 +657,7 @@ __global__ void nk_one_hot_kernel(int64_t *out, const int64_t *idx, int64_t n, i
 }
 
 extern "C" graft_status graft_cuda_nn_one_hot(graft_tensor *out, graft_tensor *idx, int64_t classes) {
+    GK_ON_DEVICE(out);
     int64_t n = graft_tensor_numel(idx);
     if (n == 0 || classes == 0) return GRAFT_OK;
     GK_LAUNCH_FLAT(nk_one_hot_kernel, gk_blocks(n, GK_THREADS), GK_THREADS, 0, (int64_t *)graft_tensor_data(out),

@@ -381,6 +381,7 @@ extern "C" graft_status graft_cuda_batch_norm_forward(graft_tensor *y, graft_ten
                                                       graft_tensor *x, graft_tensor *rm, graft_tensor *rv, graft_tensor *w,
                                                       graft_tensor *b, graft_tensor *nbt, bool training, double momentum,
                                                       bool cumulative, double eps) {
+    GK_ON_DEVICE(x);
     graft_tensor *coef = NULL;
     graft_status st = nm_scratch(&coef, x, 4 * x->shape[1]);
     if (st) return st;
@@ -402,6 +403,7 @@ extern "C" graft_status graft_cuda_batch_norm_forward(graft_tensor *y, graft_ten
 extern "C" graft_status graft_cuda_batch_norm_backward(graft_tensor *dx, graft_tensor *dw, graft_tensor *db,
                                                        graft_tensor *g, graft_tensor *x, graft_tensor *w,
                                                        graft_tensor *mean, graft_tensor *invstd, bool training) {
+    GK_ON_DEVICE(x);
     graft_tensor *coef = NULL;
     graft_status st = nm_scratch(&coef, x, 4 * x->shape[1]);
     if (st) return st;
@@ -624,6 +626,7 @@ static graft_status ln_backward_run(graft_tensor *dx, graft_tensor *dw, graft_te
 extern "C" graft_status graft_cuda_layer_norm_forward(graft_tensor *y, graft_tensor *mean, graft_tensor *rstd,
                                                       graft_tensor *x, graft_tensor *w, graft_tensor *b, int64_t R,
                                                       int64_t Dn, double eps) {
+    GK_ON_DEVICE(x);
     switch (x->dtype) {
     case GRAFT_F32: return ln_forward_run<GRAFT_F32>(y, mean, rstd, x, w, b, R, Dn, eps);
     case GRAFT_F64: return ln_forward_run<GRAFT_F64>(y, mean, rstd, x, w, b, R, Dn, eps);
@@ -634,6 +637,7 @@ extern "C" graft_status graft_cuda_layer_norm_forward(graft_tensor *y, graft_ten
 extern "C" graft_status graft_cuda_layer_norm_backward(graft_tensor *dx, graft_tensor *dw, graft_tensor *db,
                                                        graft_tensor *g, graft_tensor *x, graft_tensor *w,
                                                        graft_tensor *mean, graft_tensor *rstd, int64_t R, int64_t Dn) {
+    GK_ON_DEVICE(x);
     switch (x->dtype) {
     case GRAFT_F32: return ln_backward_run<GRAFT_F32>(dx, dw, db, g, x, w, mean, rstd, R, Dn);
     case GRAFT_F64: return ln_backward_run<GRAFT_F64>(dx, dw, db, g, x, w, mean, rstd, R, Dn);
@@ -822,6 +826,7 @@ static graft_status gn_backward_run(graft_tensor *dx, graft_tensor *dw, graft_te
 extern "C" graft_status graft_cuda_group_norm_forward(graft_tensor *y, graft_tensor *mean, graft_tensor *rstd,
                                                       graft_tensor *x, graft_tensor *w, graft_tensor *b, int64_t N,
                                                       int64_t C, int64_t L, int64_t G, double eps) {
+    GK_ON_DEVICE(x);
     switch (x->dtype) {
     case GRAFT_F32: return gn_forward_run<GRAFT_F32>(y, mean, rstd, x, w, b, N, C, L, G, eps);
     case GRAFT_F64: return gn_forward_run<GRAFT_F64>(y, mean, rstd, x, w, b, N, C, L, G, eps);
@@ -833,6 +838,7 @@ extern "C" graft_status graft_cuda_group_norm_backward(graft_tensor *dx, graft_t
                                                        graft_tensor *g, graft_tensor *x, graft_tensor *w,
                                                        graft_tensor *mean, graft_tensor *rstd, int64_t N, int64_t C,
                                                        int64_t L, int64_t G) {
+    GK_ON_DEVICE(x);
     switch (x->dtype) {
     case GRAFT_F32: return gn_backward_run<GRAFT_F32>(dx, dw, db, g, x, w, mean, rstd, N, C, L, G);
     case GRAFT_F64: return gn_backward_run<GRAFT_F64>(dx, dw, db, g, x, w, mean, rstd, N, C, L, G);

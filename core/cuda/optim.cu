@@ -196,39 +196,43 @@ __global__ void optk_strided_kernel(gk_geom<5> g, char *b0, const char *b1, char
  * A small ring of pinned host buffers: the table is written into one and copied with
  * cudaMemcpyAsync, so the host never waits for the GPU (a pageable cudaMemcpy would
  * wait for every kernel queued before it). A buffer is reused only after its copy's
- * event has completed (the copy of an earlier list, long done in practice). */
+ * event has completed (the copy of an earlier list, long done in practice). One ring
+ * per device: an event records only on a stream of the device it was created on. */
 #define OPTK_RING 4
+#define OPTK_DEVICES 16
 static struct {
     void *host;
     size_t cap;
     cudaEvent_t ev;
     bool used;
-} optk_ring[OPTK_RING];
-static int optk_next;
+} optk_ring[OPTK_DEVICES][OPTK_RING];
+static int optk_next[OPTK_DEVICES];
 
-static graft_status optk_upload(void *dst, const void *src, size_t n) {
+/* n bytes from src to dst, on device (already selected). */
+static graft_status optk_upload(void *dst, const void *src, size_t n, int device) {
     graft_status st;
-    int k = optk_next;
-    optk_next = (optk_next + 1) % OPTK_RING;
-    if (!optk_ring[k].ev && (st = gk_check(cudaEventCreateWithFlags(&optk_ring[k].ev, cudaEventDisableTiming),
-                                           "cudaEventCreateWithFlags")))
+    if (device < 0 || device >= OPTK_DEVICES) return graft_error(GRAFT_EDEVICE, "optimizer: no CUDA device %d", device);
+    int k = optk_next[device];
+    optk_next[device] = (k + 1) % OPTK_RING;
+    auto &r = optk_ring[device][k];
+    if (!r.ev && (st = gk_check(cudaEventCreateWithFlags(&r.ev, cudaEventDisableTiming), "cudaEventCreateWithFlags")))
         return st;
-    if (optk_ring[k].used && (st = gk_check(cudaEventSynchronize(optk_ring[k].ev), "cudaEventSynchronize"))) return st;
-    optk_ring[k].used = false;
-    if (optk_ring[k].cap < n) {
-        if (optk_ring[k].host) cudaFreeHost(optk_ring[k].host);
-        optk_ring[k].host = NULL;
-        optk_ring[k].cap = 0;
+    if (r.used && (st = gk_check(cudaEventSynchronize(r.ev), "cudaEventSynchronize"))) return st;
+    r.used = false;
+    if (r.cap < n) {
+        if (r.host) cudaFreeHost(r.host);
+        r.host = NULL;
+        r.cap = 0;
         size_t cap = n < 4096 ? 4096 : n + n / 2;
-        if ((st = gk_check(cudaMallocHost(&optk_ring[k].host, cap), "cudaMallocHost"))) return st;
-        optk_ring[k].cap = cap;
+        if ((st = gk_check(cudaMallocHost(&r.host, cap), "cudaMallocHost"))) return st;
+        r.cap = cap;
     }
-    memcpy(optk_ring[k].host, src, n);
-    if ((st = gk_check(cudaMemcpyAsync(dst, optk_ring[k].host, n, cudaMemcpyHostToDevice, graft_cuda_stream()),
+    memcpy(r.host, src, n);
+    if ((st = gk_check(cudaMemcpyAsync(dst, r.host, n, cudaMemcpyHostToDevice, graft_cuda_stream()),
                        "cudaMemcpyAsync (optimizer table)")))
         return st;
-    if ((st = gk_check(cudaEventRecord(optk_ring[k].ev, graft_cuda_stream()), "cudaEventRecord"))) return st;
-    optk_ring[k].used = true;
+    if ((st = gk_check(cudaEventRecord(r.ev, graft_cuda_stream()), "cudaEventRecord"))) return st;
+    r.used = true;
     return GRAFT_OK;
 }
 
@@ -279,7 +283,7 @@ static graft_status optk_run(const char *name, const graft_cuda_optim_lists *l, 
         int64_t nb = (int64_t)bytes;
         graft_device dev = graft_tensor_device(l->op[0][0]);
         if (!(st = graft_tensor_empty(&dev_tab, 1, &nb, GRAFT_U8, dev)) &&
-            !(st = optk_upload(graft_tensor_data(dev_tab), tab, bytes))) {
+            !(st = optk_upload(graft_tensor_data(dev_tab), tab, bytes, dev.index))) {
             const optk_entry *dt = (const optk_entry *)graft_tensor_data(dev_tab);
             const optk_chunk *dc = (const optk_chunk *)(dt + nent);
             unsigned blocks = nchunks < (1 << 20) ? (unsigned)nchunks : (1u << 20);
@@ -326,6 +330,7 @@ template <typename T> static graft_status sgd_as(const graft_cuda_optim_lists *l
 
 extern "C" graft_status graft_cuda_optim_sgd(const graft_cuda_optim_lists *l, const graft_optim_sgd_args *a) {
     if (l->n == 0) return GRAFT_OK;
+    GK_ON_DEVICE(l->op[0][0]);
     return l->op[0][0]->dtype == GRAFT_F32 ? sgd_as<float>(l, a) : sgd_as<double>(l, a);
 }
 
@@ -355,6 +360,7 @@ static graft_status adam_as(const graft_cuda_optim_lists *l, const graft_optim_a
 extern "C" graft_status graft_cuda_optim_adam(const graft_cuda_optim_lists *l, const graft_optim_adam_args *a,
                                              bool lerp_small) {
     if (l->n == 0) return GRAFT_OK;
+    GK_ON_DEVICE(l->op[0][0]);
     return l->op[0][0]->dtype == GRAFT_F32 ? adam_as<float>(l, a, lerp_small) : adam_as<double>(l, a, lerp_small);
 }
 
@@ -381,6 +387,7 @@ static graft_status rmsprop_as(const graft_cuda_optim_lists *l, const graft_opti
 extern "C" graft_status graft_cuda_optim_rmsprop(const graft_cuda_optim_lists *l, const graft_optim_rmsprop_args *a,
                                                 bool lerp_small) {
     if (l->n == 0) return GRAFT_OK;
+    GK_ON_DEVICE(l->op[0][0]);
     return l->op[0][0]->dtype == GRAFT_F32 ? rmsprop_as<float>(l, a, lerp_small) : rmsprop_as<double>(l, a, lerp_small);
 }
 
@@ -396,5 +403,6 @@ static graft_status adagrad_as(const graft_cuda_optim_lists *l, const graft_opti
 
 extern "C" graft_status graft_cuda_optim_adagrad(const graft_cuda_optim_lists *l, const graft_optim_adagrad_args *a) {
     if (l->n == 0) return GRAFT_OK;
+    GK_ON_DEVICE(l->op[0][0]);
     return l->op[0][0]->dtype == GRAFT_F32 ? adagrad_as<float>(l, a) : adagrad_as<double>(l, a);
 }

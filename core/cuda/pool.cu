@@ -183,6 +183,7 @@ static const char *pool_name(graft_cuda_pool_kind kind) {
 
 extern "C" graft_status graft_cuda_pool_forward(graft_tensor *y, graft_tensor *indices, graft_tensor *x,
                                                 const graft_cuda_pool_geom *g, graft_cuda_pool_kind kind) {
+    GK_ON_DEVICE(x);
     if (g->planes * g->OH * g->OW == 0) return GRAFT_OK;
     switch (x->dtype) {
     case GRAFT_F32: pool_forward_as<GRAFT_F32>(y, indices, x, g, kind); break;
@@ -221,6 +222,7 @@ static void pool_backward_as(graft_tensor *gx, graft_tensor *gy, graft_tensor *i
 
 extern "C" graft_status graft_cuda_pool_backward(graft_tensor *gx, graft_tensor *gy, graft_tensor *indices,
                                                  const graft_cuda_pool_geom *g, graft_cuda_pool_kind kind) {
+    GK_ON_DEVICE(gy);
     if (g->planes * g->H * g->W == 0) return GRAFT_OK;
     switch (gy->dtype) {
     case GRAFT_F32: pool_backward_as<float>(gx, gy, indices, g, kind); break;

@@ -72,6 +72,7 @@ template <int D, int KIND> static void rng_launch(graft_tensor *t, int64_t n, do
 
 extern "C" graft_status graft_cuda_rng_fill(graft_tensor *t, int kind, double a, double b, int64_t ia, int64_t ib,
                                             uint64_t seed, uint64_t base) {
+    GK_ON_DEVICE(t);
     int64_t n = graft_tensor_numel(t);
     if (!graft_tensor_is_contiguous(t))
         return graft_error(GRAFT_EINTERNAL, "random: cuda fill expects a contiguous tensor");
@@ -132,6 +133,7 @@ __global__ void dropout_backward_kernel(gk_geom<3> g, char *dx, const char *gr, 
 
 extern "C" graft_status graft_cuda_dropout_forward(graft_tensor *y, graft_tensor *mask, graft_tensor *x, double p,
                                                    uint64_t seed, uint64_t base) {
+    GK_ON_DEVICE(x);
     int64_t n = graft_tensor_numel(x);
     if (n == 0) return GRAFT_OK;
     uint32_t keep = (uint32_t)ceil((1.0 - p) * 16777216.0); /* u < 1 - p, u = k / 2^24 */
@@ -151,6 +153,7 @@ extern "C" graft_status graft_cuda_dropout_forward(graft_tensor *y, graft_tensor
 
 extern "C" graft_status graft_cuda_dropout_backward(graft_tensor *dx, graft_tensor *g, graft_tensor *mask,
                                                     double scale) {
+    GK_ON_DEVICE(dx);
     graft_tensor *ops[3] = {dx, g, mask};
     graft_iter it;
     graft_status st = graft_iter_init(&it, 3, ops, mask->ndim, mask->shape);

@@ -502,6 +502,7 @@ static int red_norm_mode(double p) {
 
 extern "C" graft_status graft_cuda_reduce(graft_tensor *out, graft_tensor *idx, graft_tensor *in, uint32_t rmask,
                                           const graft_reduce_cfg *cfg, graft_tensor *aux, const char *name) {
+    GK_ON_DEVICE(in);
     graft_dtype want = graft_cuda_reduce_dtype(cfg->op, in->dtype);
     if ((out && (out->dtype != want || !graft_tensor_is_contiguous(out))) ||
         (idx && (idx->dtype != GRAFT_I64 || !graft_tensor_is_contiguous(idx))) ||
@@ -688,6 +689,7 @@ static graft_status scan_run(graft_tensor *out, graft_tensor *x, int64_t outer, 
 }
 
 extern "C" graft_status graft_cuda_scan(graft_tensor *out, graft_tensor *in, int dim, bool prod, const char *name) {
+    GK_ON_DEVICE(in);
     if (out->dtype != in->dtype || !graft_tensor_is_contiguous(out) || out->ndim != in->ndim)
         return graft_error(GRAFT_EINTERNAL, "%s: cuda scan: unexpected output layout or dtype", name);
     if (graft_tensor_numel(in) == 0) return GRAFT_OK;

@@ -92,6 +92,7 @@ static void interp_forward_as(graft_tensor *y, graft_tensor *x, const graft_cuda
 
 extern "C" graft_status graft_cuda_interp_forward(graft_tensor *y, graft_tensor *x, const graft_cuda_interp_geom *g,
                                                   bool linear, graft_tensor *idx, graft_tensor *lam) {
+    GK_ON_DEVICE(x);
     if (g->planes * g->OH * g->OW == 0) return GRAFT_OK;
     switch (x->dtype) {
     case GRAFT_F32: interp_forward_as<GRAFT_F32>(y, x, g, linear, idx, lam); break;
@@ -118,6 +119,7 @@ static void interp_backward_as(graft_tensor *gx, graft_tensor *gy, const graft_c
 
 extern "C" graft_status graft_cuda_interp_backward(graft_tensor *gx, graft_tensor *gy, const graft_cuda_interp_geom *g,
                                                    bool linear, graft_tensor *idx, graft_tensor *lam, graft_tensor *rng) {
+    GK_ON_DEVICE(gy);
     if (g->planes * g->H * g->W == 0) return GRAFT_OK;
     switch (gy->dtype) {
     case GRAFT_F32: interp_backward_as<float>(gx, gy, g, linear, idx, lam, rng); break;
@@ -188,6 +190,7 @@ template <typename W> static void pad_forward_as(graft_tensor *y, graft_tensor *
 }
 
 extern "C" graft_status graft_cuda_pad_forward(graft_tensor *y, graft_tensor *x, const graft_cuda_pad_geom *g) {
+    GK_ON_DEVICE(x);
     if (g->planes * g->out[0] * g->out[1] * g->out[2] == 0) return GRAFT_OK;
     switch (graft_dtype_size(x->dtype)) {
     case 1: pad_forward_as<uint8_t>(y, x, g); break;
@@ -200,6 +203,7 @@ extern "C" graft_status graft_cuda_pad_forward(graft_tensor *y, graft_tensor *x,
 
 extern "C" graft_status graft_cuda_pad_backward(graft_tensor *gx, graft_tensor *gy, const graft_cuda_pad_geom *g,
                                                 graft_tensor *inv, const int64_t base[3]) {
+    GK_ON_DEVICE(gy);
     int64_t n = g->planes * g->in[0] * g->in[1] * g->in[2];
     if (n == 0) return GRAFT_OK;
     const int64_t *ip = (const int64_t *)graft_tensor_data(inv);

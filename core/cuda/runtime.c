@@ -91,11 +91,11 @@ graft_status graft_cuda_check_device(graft_device dev, const char *op) {
 }
 
 /* Makes index the device the runtime works on (kernels, allocations). */
+static int active_dev = -1;
 graft_status gk_use_device(int index) {
-    static int active = -1;
-    if (index == active) return GRAFT_OK;
+    if (index == active_dev) return GRAFT_OK;
     graft_status st = gk_check(cudaSetDevice(index), "cudaSetDevice");
-    if (!st) active = index;
+    if (!st) active_dev = index;
     return st;
 }
 
@@ -110,6 +110,9 @@ graft_status graft_cuda_set_device(int index) {
 
 graft_status graft_cuda_synchronize(void) {
     if (graft_cuda_device_count() == 0) return graft_cuda_check_device((graft_device){GRAFT_CUDA, 0}, "synchronize");
+    /* launchers leave the runtime on the last tensor's device: wait on the current one */
+    graft_status st = gk_use_device(cur_dev);
+    if (st) return st;
     return gk_check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
 }
 
@@ -319,8 +322,8 @@ graft_status graft_cuda_reset_peak(int device) {
 /* ---- transfers ---- */
 
 #define STAGE_BYTES ((size_t)8 << 20)
-static void *stage[2];
-static cudaEvent_t stage_ev[2];
+static void *stage[2];                      /* pinned: portable to every device (UVA) */
+static cudaEvent_t stage_ev[MAX_DEVICES][2]; /* events belong to a device */
 
 /* Pageable memory (a mapped checkpoint, a malloc'ed tensor) is copied through two
  * pinned buffers in turn, so the memcpy into one overlaps the DMA out of the other. */
@@ -328,29 +331,31 @@ graft_status graft_cuda_memcpy_h2d(void *dst, const void *src, size_t n) {
     graft_status st;
     if (n < ((size_t)1 << 20))
         return gk_check(cudaMemcpy(dst, src, n, cudaMemcpyHostToDevice), "cudaMemcpy (host to device)");
-    if (!stage[0]) {
-        for (int k = 0; k < 2; k++) {
-            if ((st = gk_check(cudaMallocHost(&stage[k], STAGE_BYTES), "cudaMallocHost"))) return st;
-            if ((st = gk_check(cudaEventCreateWithFlags(&stage_ev[k], cudaEventDisableTiming), "cudaEventCreate")))
-                return st;
-        }
+    /* the caller selected dst's device (graft_cuda_copy_) */
+    int d = active_dev < 0 ? 0 : active_dev;
+    for (int k = 0; k < 2; k++) {
+        if (!stage[k] && (st = gk_check(cudaMallocHost(&stage[k], STAGE_BYTES), "cudaMallocHost"))) return st;
+        if (!stage_ev[d][k] &&
+            (st = gk_check(cudaEventCreateWithFlags(&stage_ev[d][k], cudaEventDisableTiming), "cudaEventCreate")))
+            return st;
     }
+    cudaEvent_t *ev = stage_ev[d];
     size_t done = 0;
     int k = 0, used[2] = {0, 0};
     while (done < n) {
         size_t c = n - done < STAGE_BYTES ? n - done : STAGE_BYTES;
-        if (used[k] && (st = gk_check(cudaEventSynchronize(stage_ev[k]), "cudaEventSynchronize"))) return st;
+        if (used[k] && (st = gk_check(cudaEventSynchronize(ev[k]), "cudaEventSynchronize"))) return st;
         memcpy(stage[k], (const char *)src + done, c);
         if ((st = gk_check(cudaMemcpyAsync((char *)dst + done, stage[k], c, cudaMemcpyHostToDevice, graft_cuda_stream()),
                            "cudaMemcpyAsync (host to device)")))
             return st;
-        if ((st = gk_check(cudaEventRecord(stage_ev[k], graft_cuda_stream()), "cudaEventRecord"))) return st;
+        if ((st = gk_check(cudaEventRecord(ev[k], graft_cuda_stream()), "cudaEventRecord"))) return st;
         used[k] = 1;
         done += c;
         k ^= 1;
     }
     for (k = 0; k < 2; k++)
-        if (used[k] && (st = gk_check(cudaEventSynchronize(stage_ev[k]), "cudaEventSynchronize"))) return st;
+        if (used[k] && (st = gk_check(cudaEventSynchronize(ev[k]), "cudaEventSynchronize"))) return st;
     return GRAFT_OK;
 }
 

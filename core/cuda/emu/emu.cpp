@@ -5,7 +5,10 @@
  * barrier (__syncthreads) or a warp exchange (shuffles), and are released when every
  * live thread of the block (or of the warp) waits there. Device memory is mmap'ed with
  * its end against an inaccessible page (an overrun faults) and, unless
- * GRAFT_EMU_GUARD=0, made inaccessible outside kernels and copies.
+ * GRAFT_EMU_GUARD=0, made inaccessible outside kernels and copies. Each allocation
+ * belongs to the device current at cudaMalloc: a kernel (or a cuBLAS/cuDNN call) that
+ * touches memory of another device than the one current at its launch aborts, as it
+ * would fault on a multi-GPU machine; copies may cross devices (unified addressing).
  * Environment: GRAFT_EMU_DEVICES (1), GRAFT_EMU_MEMORY (bytes of device memory, 8 GiB).
  */
 #include "emu.h"
@@ -40,6 +43,8 @@ size_t used_bytes, limit_bytes;
 int guard_on = -1;
 volatile int guard_depth; /* read by the SIGSEGV handler: every change must be a real store */
 int n_devices = -1, cur_device;
+int launch_device = -1;       /* the device current at the running launch; -1: none (a copy) */
+const char *launch_name = ""; /* that launch's kernel */
 cudaError_t last_error = cudaSuccess;
 size_t page_size;
 
@@ -100,6 +105,14 @@ static void emu_segv(int sig, siginfo_t *info, void *uctx) {
         --it;
         const emu_alloc &al = it->second;
         uintptr_t map = (uintptr_t)al.map, guard = map + al.map_len - page_size;
+        if (a >= map && a < guard && guard_depth > 0 && launch_device >= 0 && al.device != launch_device) {
+            char msg[512];
+            int n = snprintf(msg, sizeof msg, "graft CUDA emulator: kernel %s launched on device %d touched memory of "
+                             "device %d (select the tensors' device before launching: GK_ON_DEVICE)\n",
+                             launch_name, launch_device, al.device);
+            if (n > 0 && write(2, msg, (size_t)n) < 0) {}
+            abort();
+        }
         if (a >= map && a < guard && guard_depth > 0) {
             mprotect(al.map, al.map_len - page_size, PROT_READ | PROT_WRITE);
             opened.push_back(it->first);
@@ -168,6 +181,26 @@ cudaError_t cudaFree(void *p) {
     munmap(it->second.map, it->second.map_len);
     used_bytes -= it->second.size;
     allocs.erase(it);
+    return cudaSuccess;
+}
+
+/* Device memory: its device; anything else: unregistered host memory. */
+cudaError_t cudaPointerGetAttributes(struct cudaPointerAttributes *attr, const void *p) {
+    emu_init();
+    memset(attr, 0, sizeof *attr);
+    auto it = allocs.upper_bound((uintptr_t)p);
+    if (it != allocs.begin()) {
+        --it;
+        if ((uintptr_t)p >= it->first && (uintptr_t)p < it->first + (it->second.size ? it->second.size : 1)) {
+            attr->type = cudaMemoryTypeDevice;
+            attr->device = it->second.device;
+            attr->devicePointer = (void *)p;
+            return cudaSuccess;
+        }
+    }
+    attr->type = cudaMemoryTypeUnregistered;
+    attr->device = -2;
+    attr->hostPointer = (void *)p;
     return cudaSuccess;
 }
 
@@ -263,11 +296,20 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned int) { return cu
 cudaError_t cudaStreamDestroy(cudaStream_t s) { free(s); return cudaSuccess; }
 cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
 
-struct emu_event { double t; };
-cudaError_t cudaEventCreate(cudaEvent_t *e) { *e = (cudaEvent_t)calloc(1, sizeof(emu_event)); return cudaSuccess; }
+/* An event belongs to the device current at its creation and records only there. */
+struct emu_event { double t; int device; };
+cudaError_t cudaEventCreate(cudaEvent_t *e) {
+    emu_init();
+    emu_event *ev = (emu_event *)calloc(1, sizeof(emu_event));
+    if (!ev) return fail(cudaErrorMemoryAllocation);
+    ev->device = cur_device;
+    *e = (cudaEvent_t)ev;
+    return cudaSuccess;
+}
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned int) { return cudaEventCreate(e); }
 cudaError_t cudaEventDestroy(cudaEvent_t e) { free(e); return cudaSuccess; }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t) {
+    if (((emu_event *)e)->device != cur_device) return fail(cudaErrorInvalidResourceHandle);
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     ((emu_event *)e)->t = ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
@@ -290,6 +332,7 @@ const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     default: return "unknown error";
     }
 }
@@ -301,6 +344,7 @@ const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
     case cudaErrorNoDevice: return "cudaErrorNoDevice";
+    case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
     default: return "cudaErrorUnknown";
     }
 }
@@ -506,6 +550,8 @@ void emu_launch(const char *name, dim3 grid, dim3 block, size_t smem, int flat, 
     if (!flat && threads.size() < nt) threads.resize(nt);
     gridDim = grid;
     blockDim = block;
+    launch_device = cur_device;
+    launch_name = name;
     emu_guard_open();
     /* GRAFT_EMU_ORDER=reverse runs blocks, and threads between barriers, last first: a
      * kernel whose result depends on that order has a race that a GPU would show. */
@@ -526,4 +572,5 @@ void emu_launch(const char *name, dim3 grid, dim3 block, size_t smem, int flat, 
         if (!flat) run_block();
     }
     emu_guard_close();
+    launch_device = -1;
 }
