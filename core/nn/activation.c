@@ -212,6 +212,13 @@ done:
  * without one, autocast computes a 16-bit input in float32. */
 static graft_status sm_front(graft_tensor **out, graft_tensor *x, int dim, int dtype, bool log) {
     if (dtype < 0) GRAFT_AUTOCAST_FP32(x, sm_front(out, x, dim, dtype, log));
+    if (dtype < 0 && graft_nn_is_half(x)) { /* in float32, rounded back once */
+        graft_tensor *t[1] = {x}, *h[1] = {NULL}, *r = NULL;
+        graft_status st = graft_nn_half_up(t, 1, h);
+        if (!st) st = sm_front(&r, t[0], dim, -1, log);
+        graft_nn_half_release(h, 1);
+        return st ? st : graft_nn_half_back(out, r, x->dtype);
+    }
     if (dtype >= 0 && dtype != (int)x->dtype) {
         if (!graft_dtype_is_float((graft_dtype)dtype))
             return graft_error(GRAFT_ETYPE, "%s: dtype must be floating point, got %s", log ? "log_softmax" : "softmax",

@@ -26,6 +26,32 @@ graft_status graft_nn_check_float(const graft_tensor *t, const char *op, const c
     return graft_error(GRAFT_ETYPE, "%s: expected a float32 or float64 %s, got %s", op, what, graft_dtype_name(t->dtype));
 }
 
+graft_status graft_nn_half_up(graft_tensor **ts, int n, graft_tensor **held) {
+    for (int i = 0; i < n; i++) {
+        if (!graft_nn_is_half(ts[i])) continue;
+        graft_status st = graft_ag_to_dtype(&held[i], ts[i], GRAFT_F32);
+        if (st) {
+            graft_nn_half_release(held, n);
+            return st;
+        }
+        ts[i] = held[i];
+    }
+    return GRAFT_OK;
+}
+
+void graft_nn_half_release(graft_tensor **held, int n) {
+    for (int i = 0; i < n; i++) {
+        graft_tensor_release(held[i]);
+        held[i] = NULL;
+    }
+}
+
+graft_status graft_nn_half_back(graft_tensor **out, graft_tensor *r, graft_dtype d) {
+    graft_status st = graft_ag_to_dtype(out, r, d);
+    graft_tensor_release(r);
+    return st;
+}
+
 graft_status graft_nn_contig_as(graft_tensor **out, graft_tensor *t, graft_dtype d) {
     *out = NULL;
     if (!t) return GRAFT_OK;

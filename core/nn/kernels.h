@@ -16,6 +16,19 @@ graft_status graft_nn_check_float(const graft_tensor *t, const char *op, const c
 /* +1: t as a contiguous tensor of dtype d (t itself, retained, when it already is);
  * NULL in gives NULL out. */
 graft_status graft_nn_contig_as(graft_tensor **out, graft_tensor *t, graft_dtype d);
+/* float16 / bfloat16 inputs of the kernels that take float32/float64 (softmax, the
+ * norms, the losses), outside autocast: as PyTorch's 16-bit kernels accumulate in
+ * float, the op runs on float32 copies and its result is rounded back once.
+ *   graft_nn_half_up: each 16-bit entry of ts[0..n) (NULLs skipped) is replaced by a
+ *     float32 copy, recorded for autograd and held in held[] (zeroed by the caller);
+ *   graft_nn_half_release: drops them;
+ *   graft_nn_half_back: *out <- r as dtype d (recorded), releasing r. */
+static inline bool graft_nn_is_half(const graft_tensor *t) {
+    return t && (t->dtype == GRAFT_F16 || t->dtype == GRAFT_BF16);
+}
+graft_status graft_nn_half_up(graft_tensor **ts, int n, graft_tensor **held);
+void graft_nn_half_release(graft_tensor **held, int n);
+graft_status graft_nn_half_back(graft_tensor **out, graft_tensor *r, graft_dtype d);
 /* Shape text for messages, as graft_shape_str. */
 #define GRAFT_NN_SHAPE_BUF (GRAFT_MAX_DIMS * 24 + 3)
 /* GRAFT_EDEVICE unless the n tensors of ts (NULLs skipped) share one device, worded as

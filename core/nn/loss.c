@@ -356,6 +356,13 @@ done:
 static graft_status cl_front(graft_tensor **out, graft_nn_class_loss *a, graft_tensor *x, graft_tensor *target,
                              graft_tensor *weight) {
     GRAFT_AUTOCAST_FP32_2(x, target, cl_front(out, a, x, target, weight));
+    if (graft_nn_is_half(x)) { /* in float32, the loss rounded back once */
+        graft_tensor *t[3] = {x, target, weight}, *h[3] = {NULL, NULL, NULL}, *r = NULL;
+        graft_status st = graft_nn_half_up(t, 3, h);
+        if (!st) st = cl_front(&r, a, t[0], t[1], t[2]);
+        graft_nn_half_release(h, 3);
+        return st ? st : graft_nn_half_back(out, r, x->dtype);
+    }
     if (GRAFT_AG_ACTIVE(x->autograd || target->autograd)) return graft_ag_nn_class_loss(out, a, x, target, weight);
     graft_tensor *xc, *tc, *wc;
     graft_status st = graft_nn_class_loss_prepare(a, x, target, weight, &xc, &tc, &wc);
@@ -660,6 +667,13 @@ graft_status graft_nn_pointwise_loss(graft_tensor **out, graft_nn_loss kind, gra
         return graft_error(GRAFT_EINVAL, "%s: pos_weight is only for binary_cross_entropy_with_logits", pl_name(kind));
     if (kind != GRAFT_NN_BCE)
         GRAFT_AUTOCAST_FP32_2(x, y, graft_nn_pointwise_loss(out, kind, x, y, weight, pos_weight, reduction, beta));
+    if (graft_nn_is_half(x)) { /* in float32, the loss rounded back once */
+        graft_tensor *t[4] = {x, y, weight, pos_weight}, *h[4] = {NULL, NULL, NULL, NULL}, *r = NULL;
+        graft_status st = graft_nn_half_up(t, 4, h);
+        if (!st) st = graft_nn_pointwise_loss(&r, kind, t[0], t[1], t[2], t[3], reduction, beta);
+        graft_nn_half_release(h, 4);
+        return st ? st : graft_nn_half_back(out, r, x->dtype);
+    }
     if (GRAFT_AG_ACTIVE(x->autograd || y->autograd))
         return graft_ag_nn_pointwise_loss(out, kind, x, y, weight, pos_weight, reduction, beta);
     return graft_nn_pointwise_loss_forward(out, kind, x, y, weight, pos_weight, reduction, beta);

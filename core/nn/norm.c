@@ -509,6 +509,25 @@ graft_status graft_nn_batch_norm(graft_tensor **out, graft_tensor *x, graft_tens
      * float32/float64: a 16-bit activation under autocast is normalised in float32 */
     GRAFT_AUTOCAST_FP32(x, graft_nn_batch_norm(out, x, running_mean, running_var, weight, bias, num_batches_tracked,
                                                training, momentum, eps));
+    if (graft_nn_is_half(x)) { /* a 16-bit model: in float32, statistics written back */
+        graft_tensor *t[3] = {x, weight, bias}, *h[3] = {NULL, NULL, NULL}, *rm = NULL, *rv = NULL, *r = NULL;
+        graft_status st = graft_nn_half_up(t, 3, h);
+        if (!st && graft_nn_is_half(running_mean)) st = graft_tensor_to_dtype(&rm, running_mean, GRAFT_F32);
+        if (!st && graft_nn_is_half(running_var)) st = graft_tensor_to_dtype(&rv, running_var, GRAFT_F32);
+        if (!st)
+            st = graft_nn_batch_norm(&r, t[0], rm ? rm : running_mean, rv ? rv : running_var, t[1], t[2],
+                                     num_batches_tracked, training, momentum, eps);
+        if (!st && training && rm) st = graft_tensor_copy_(running_mean, rm);
+        if (!st && training && rv) st = graft_tensor_copy_(running_var, rv);
+        graft_tensor_release(rm);
+        graft_tensor_release(rv);
+        graft_nn_half_release(h, 3);
+        if (st) {
+            graft_tensor_release(r);
+            return st;
+        }
+        return graft_nn_half_back(out, r, x->dtype);
+    }
     if (GRAFT_AG_ACTIVE(x->autograd || GRAFT_AG_T(weight) || GRAFT_AG_T(bias)))
         return graft_ag_nn_batch_norm(out, x, running_mean, running_var, weight, bias, num_batches_tracked, training,
                                       momentum, eps);
@@ -674,6 +693,13 @@ done:
 graft_status graft_nn_layer_norm(graft_tensor **out, graft_tensor *x, int nshape, const int64_t *normalized_shape,
                                  graft_tensor *weight, graft_tensor *bias, double eps) {
     GRAFT_AUTOCAST_FP32(x, graft_nn_layer_norm(out, x, nshape, normalized_shape, weight, bias, eps));
+    if (graft_nn_is_half(x)) { /* in float32, rounded back once */
+        graft_tensor *t[3] = {x, weight, bias}, *h[3] = {NULL, NULL, NULL}, *r = NULL;
+        graft_status st = graft_nn_half_up(t, 3, h);
+        if (!st) st = graft_nn_layer_norm(&r, t[0], nshape, normalized_shape, t[1], t[2], eps);
+        graft_nn_half_release(h, 3);
+        return st ? st : graft_nn_half_back(out, r, x->dtype);
+    }
     if (GRAFT_AG_ACTIVE(x->autograd || GRAFT_AG_T(weight) || GRAFT_AG_T(bias)))
         return graft_ag_nn_layer_norm(out, x, nshape, normalized_shape, weight, bias, eps);
     return graft_nn_layer_norm_forward(out, NULL, NULL, x, nshape, normalized_shape, weight, bias, eps);
@@ -838,6 +864,13 @@ done:
 graft_status graft_nn_group_norm(graft_tensor **out, graft_tensor *x, int64_t num_groups, graft_tensor *weight,
                                  graft_tensor *bias, double eps) {
     GRAFT_AUTOCAST_FP32(x, graft_nn_group_norm(out, x, num_groups, weight, bias, eps));
+    if (graft_nn_is_half(x)) { /* in float32, rounded back once */
+        graft_tensor *t[3] = {x, weight, bias}, *h[3] = {NULL, NULL, NULL}, *r = NULL;
+        graft_status st = graft_nn_half_up(t, 3, h);
+        if (!st) st = graft_nn_group_norm(&r, t[0], num_groups, t[1], t[2], eps);
+        graft_nn_half_release(h, 3);
+        return st ? st : graft_nn_half_back(out, r, x->dtype);
+    }
     if (GRAFT_AG_ACTIVE(x->autograd || GRAFT_AG_T(weight) || GRAFT_AG_T(bias)))
         return graft_ag_nn_group_norm(out, x, num_groups, weight, bias, eps);
     return graft_nn_group_norm_forward(out, NULL, NULL, x, num_groups, weight, bias, eps);
