@@ -28,28 +28,8 @@ local function describe2(name, fn)
 end
 
 -- x on cuda:1 (tensors copied, leaves keep requires_grad; tables mapped).
-local function on1(x)
-  if graft.is_tensor(x) then
-    local y = graft.no_grad(function() return x:to(D1) end)
-    if x.requires_grad then y.requires_grad = true end
-    return y
-  elseif type(x) == "table" and getmetatable(x) == nil then
-    local out = {}
-    for k, v in pairs(x) do out[k] = on1(v) end
-    return out
-  end
-  return x
-end
-
-local function tensors_of(v, out)
-  out = out or {}
-  if graft.is_tensor(v) then
-    out[#out + 1] = v
-  elseif type(v) == "table" then
-    for _, x in ipairs(v) do tensors_of(x, out) end
-  end
-  return out
-end
+local function on1(x) return C.dev(x, D1) end
+local tensors_of = C.tensors_of
 
 -- d on cuda:1 with c's shape, dtype and values (float32 tolerances unless opts say).
 local function match1(d, c, opts, what)

@@ -60,21 +60,22 @@ C.TOL = {
   bfloat16 = { rtol = 2e-2, atol = 1e-2 },
 }
 
--- x on the device: tensors are copied (leaves keep requires_grad, as new leaves), tables
--- are mapped, other values pass through.
-function C.dev(x)
+-- x on the device (device: "cuda" unless given): tensors are copied (leaves keep
+-- requires_grad, as new leaves), tables are mapped, other values pass through.
+function C.dev(x, device)
   if graft.is_tensor(x) then
-    local y = graft.no_grad(function() return x:to("cuda") end)
+    local y = graft.no_grad(function() return x:to(device or "cuda") end)
     if x.requires_grad then y.requires_grad = true end
     return y
   elseif type(x) == "table" and getmetatable(x) == nil then
     local out = {}
-    for k, v in pairs(x) do out[k] = C.dev(v) end
+    for k, v in pairs(x) do out[k] = C.dev(v, device) end
     return out
   end
   return x
 end
 
+-- The tensors of v (a tensor or a nested list), in order.
 local function tensors_of(v, out)
   out = out or {}
   if graft.is_tensor(v) then
@@ -230,5 +231,7 @@ function C.fixture_cases(fx, fns)
     end
   end
 end
+
+C.tensors_of = tensors_of
 
 return C
