@@ -3,7 +3,7 @@
 # device and the GPU benchmark (graft, then PyTorch on the same GPU), and prints a short
 # table last. Uses the packed runtime (.gpu/runtime.tar.gz, from `make gpu-pack`) when
 # present, else the local build (make CUDA=1 first). Bounded to ~5 minutes:
-# specs 150 s, each benchmark side 60 s. Writes logs to $OUT when set (the device tool).
+# specs 120 s, each benchmark side 75 s (under 5 minutes in all). Writes logs to $OUT when set (the device tool).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out=${OUT:-$(mktemp -d)}
@@ -34,12 +34,12 @@ $LUA -e 'local g = require("graft"); print("graft " .. g.version .. ", backend "
 
 echo "== spec/cuda on the GPU"
 # launches block during the specs, so an illegal address is reported at the op that made it
-CUDA_LAUNCH_BLOCKING=1 timeout 150 lua5.4 "$(command -v busted)" --cpath="$build/?.so" -o utfTerminal spec/cuda 2>&1 | tee "$out/gpu_specs.log" | tail -40
+CUDA_LAUNCH_BLOCKING=1 timeout 120 lua5.4 "$(command -v busted)" --cpath="$build/?.so" -o utfTerminal spec/cuda 2>&1 | tee "$out/gpu_specs.log" | tail -40
 spec_summary=$(grep -E '^[0-9]+ success' "$out/gpu_specs.log" | tail -1)
 
 echo "== benchmark"
-timeout 90 $LUA scripts/bench/gpu.lua 2>&1 | tee "$out/gpu_graft.txt"
-timeout 90 python3 scripts/bench/gpu.py 2>&1 | tee "$out/gpu_torch.txt"
+timeout 75 $LUA scripts/bench/gpu.lua 2>&1 | tee "$out/gpu_graft.txt"
+timeout 75 python3 scripts/bench/gpu.py 2>&1 | tee "$out/gpu_torch.txt"
 
 echo
 echo "== gpu-check summary"
