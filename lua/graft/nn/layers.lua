@@ -317,6 +317,25 @@ end
 -- Normalisation
 
 -- BatchNorm base (PyTorch's _NormBase/_BatchNorm): state-dict version 2.
+-- The affine weight (ones) and bias (zeros) of BatchNorm, LayerNorm and GroupNorm, or
+-- both registered as nil when the layer has none.
+local function norm_affine(self, on, shape, o)
+  if on then
+    self.weight = new_param(shape, o)
+    self.bias = new_param(shape, o)
+  else
+    self:register_parameter("weight", nil)
+    self:register_parameter("bias", nil)
+  end
+end
+
+local function norm_affine_reset(self)
+  if self.weight then
+    init.ones_(self.weight)
+    init.zeros_(self.bias)
+  end
+end
+
 local BatchNorm = Module:extend("_BatchNorm", { typename = "nn._BatchNorm", version = 2 })
 BatchNorm.__batchnorm = true
 L._BatchNorm = BatchNorm
@@ -338,13 +357,7 @@ function BatchNorm:__init(num_features, o)
   self.affine = o.affine ~= false
   self.track_running_stats = o.track_running_stats ~= false
   local dtype = o.dtype or "float32"
-  if self.affine then
-    self.weight = new_param({ num_features }, o)
-    self.bias = new_param({ num_features }, o)
-  else
-    self:register_parameter("weight", nil)
-    self:register_parameter("bias", nil)
-  end
+  norm_affine(self, self.affine, { num_features }, o)
   if self.track_running_stats then
     self:register_buffer("running_mean", graft.zeros(num_features, { dtype = dtype }))
     self:register_buffer("running_var", graft.ones(num_features, { dtype = dtype }))
@@ -369,10 +382,7 @@ end
 
 function BatchNorm:reset_parameters()
   self:reset_running_stats()
-  if self.affine then
-    init.ones_(self.weight)
-    init.zeros_(self.bias)
-  end
+  norm_affine_reset(self)
 end
 
 function BatchNorm:_label() return ("%s(%d)"):format(self:_get_name(), self.num_features) end
@@ -445,21 +455,12 @@ function LayerNorm:__init(normalized_shape, o)
   self.normalized_shape = ns
   self.eps = o.eps or 1e-5
   self.elementwise_affine = o.elementwise_affine ~= false
-  if self.elementwise_affine then
-    self.weight = new_param(ns, o)
-    self.bias = new_param(ns, o)
-  else
-    self:register_parameter("weight", nil)
-    self:register_parameter("bias", nil)
-  end
+  norm_affine(self, self.elementwise_affine, ns, o)
   if should_init(o) then self:reset_parameters() end
 end
 
 function LayerNorm:reset_parameters()
-  if self.elementwise_affine then
-    init.ones_(self.weight)
-    init.zeros_(self.bias)
-  end
+  norm_affine_reset(self)
 end
 
 function LayerNorm:_label() return ("LayerNorm(%s)"):format(pystr(self.normalized_shape)) end
@@ -492,21 +493,12 @@ function GroupNorm:__init(num_groups, num_channels, o)
   self.num_groups, self.num_channels = num_groups, num_channels
   self.eps = o.eps or 1e-5
   self.affine = o.affine ~= false
-  if self.affine then
-    self.weight = new_param({ num_channels }, o)
-    self.bias = new_param({ num_channels }, o)
-  else
-    self:register_parameter("weight", nil)
-    self:register_parameter("bias", nil)
-  end
+  norm_affine(self, self.affine, { num_channels }, o)
   if should_init(o) then self:reset_parameters() end
 end
 
 function GroupNorm:reset_parameters()
-  if self.affine then
-    init.ones_(self.weight)
-    init.zeros_(self.bias)
-  end
+  norm_affine_reset(self)
 end
 
 function GroupNorm:_label() return ("GroupNorm(%d, %d)"):format(self.num_groups, self.num_channels) end
