@@ -12,19 +12,9 @@ local F = graft.F
 local threads = tonumber(os.getenv("BENCH_THREADS") or "2")
 local reps = tonumber(os.getenv("BENCH_REPS") or "20")
 graft.set_num_threads(threads)
-local wall = graft.clock
 
-local function best_of(n, fn)
-  fn()
-  local best = math.huge
-  for _ = 1, n do
-    local t0 = wall()
-    fn()
-    local dt = wall() - t0
-    if dt < best then best = dt end
-  end
-  return best
-end
+local timing = dofile((arg[0]:match("^(.*)/") or ".") .. "/timing.lua")
+local function best_of(n, fn) return timing.best_of(n, fn, { warm = true }) end
 
 -- name, input, weight, options, bias, input needs grad (keep in sync with conv.py)
 local CASES = {

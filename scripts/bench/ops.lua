@@ -4,20 +4,9 @@
 local graft = require("graft")
 local threads = tonumber(os.getenv("BENCH_THREADS") or "2")
 graft.set_num_threads(threads)
-local wall = graft.clock -- monotonic wall clock (os.clock would add up both threads)
 
-local function best_of(reps, fn)
-  local best = math.huge
-  for _ = 1, reps do
-    local t0 = wall()
-    fn()
-    local dt = wall() - t0
-    if dt < best then best = dt end
-  end
-  return best
-end
-
-local function report(name, secs) io.write(("%s\t%.9g\n"):format(name, secs)) end
+local timing = dofile((arg[0]:match("^(.*)/") or ".") .. "/timing.lua")
+local best_of, report = timing.best_of, timing.report
 
 -- (1) one small op from the scripting language
 do

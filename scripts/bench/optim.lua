@@ -6,7 +6,6 @@ local graft = require("graft")
 local optim = require("graft.optim")
 local threads = tonumber(os.getenv("BENCH_THREADS") or "2")
 graft.set_num_threads(threads)
-local wall = graft.clock
 
 local LAYERS, D = 96, 1024
 graft.manual_seed(0)
@@ -22,17 +21,8 @@ end
 local numel = 0
 for _, e in ipairs(params) do numel = numel + e[2]:numel() end
 
-local function best_of(reps, fn)
-  local best = math.huge
-  for _ = 1, reps do
-    local t0 = wall()
-    fn()
-    best = math.min(best, wall() - t0)
-  end
-  return best
-end
-
-local function report(name, secs) io.write(("%s\t%.9g\n"):format(name, secs)) end
+local timing = dofile((arg[0]:match("^(.*)/") or ".") .. "/timing.lua")
+local best_of, report = timing.best_of, timing.report
 
 report("numel", numel)
 for _, case in ipairs({

@@ -11,21 +11,11 @@ local F = graft.F
 local threads = tonumber(os.getenv("BENCH_THREADS") or "2")
 local reps = tonumber(os.getenv("BENCH_REPS") or "20")
 graft.set_num_threads(threads)
-local wall = graft.clock
 local B, T, D, H, FF = 8, 128, 256, 4, 1024
 local DH = D // H
 
-local function best_of(n, fn)
-  fn()
-  local best = math.huge
-  for _ = 1, n do
-    local t0 = wall()
-    fn()
-    local dt = wall() - t0
-    if dt < best then best = dt end
-  end
-  return best
-end
+local timing = dofile((arg[0]:match("^(.*)/") or ".") .. "/timing.lua")
+local function best_of(n, fn) return timing.best_of(n, fn, { warm = true }) end
 
 graft.manual_seed(0)
 local function param(...)
