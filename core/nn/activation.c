@@ -526,7 +526,10 @@ graft_status graft_nn_dropout_forward(graft_tensor **y, graft_tensor **mask, gra
     int64_t n = graft_tensor_numel(x);
     graft_rng_state rs;
     graft_rng_get_state(&rs);
-    uint64_t base = graft_rng_reserve((uint64_t)(n + 3) / 4);
+    /* the blocks the layout above reads: whole chunks of DO_CHUNK, then the last chunk's
+     * first min(DO_CHUNK, elements left) (element k of a chunk uses block k % DO_CHUNK) */
+    int64_t last = n > 0 ? (n - 1) / (4 * DO_CHUNK) : 0, left = n - last * 4 * DO_CHUNK;
+    uint64_t base = graft_rng_reserve((uint64_t)(last * DO_CHUNK + (left < DO_CHUNK ? left : DO_CHUNK)));
     if (dev.type == GRAFT_CUDA) /* the same mask from the same stream, on the device (core/cuda/random.cu) */
         st = graft_cuda_dropout_forward(*y, *mask, xc, p, rs.seed, base);
     else if (x->dtype == GRAFT_F64)

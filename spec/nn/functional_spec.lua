@@ -154,6 +154,21 @@ describe("F.dropout", function()
     H.raises("dropout: expected a floating point input, got int64", F.dropout, graft.zeros(3, { dtype = "int64" }), 0.5)
   end)
 
+  it("moves the random stream past every word its mask read (the next draw shares none)", function()
+    -- n elements read Philox blocks 0 .. min(n, 64) - 1 of each 256-element chunk, and a
+    -- float32 uniform reads one word per element (4 per block): after a dropout the next
+    -- draw must come from the block after the last one the mask used.
+    for _, case in ipairs({ { n = 100, blocks = 64 }, { n = 10, blocks = 10 }, { n = 300, blocks = 108 },
+                            { n = 512, blocks = 128 } }) do
+      graft.manual_seed(11)
+      F.dropout(graft.ones(case.n), { p = 0.5 })
+      local after = graft.rand(8)
+      graft.manual_seed(11)
+      graft.rand(4 * case.blocks)
+      assert.tensor_near(after, graft.rand(8), { rtol = 0, atol = 0 })
+    end
+  end)
+
   it("trains a transformer layer under bfloat16 autocast (dropout after 16-bit products)", function()
     local layer = graft.nn.TransformerEncoderLayer(16, 2, { dim_feedforward = 32, dropout = 0.1, batch_first = true })
     layer:train()
