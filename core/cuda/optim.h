@@ -7,7 +7,8 @@
  * by operation with explicitly rounded operations, so results are bit-identical.
  *
  * Called by core/optim/optim.c after its checks: every tensor of the lists is on one
- * CUDA device, float32 or float64 like its parameter, shaped like it. */
+ * CUDA device, of its parameter's dtype (float32, float64, float16 or bfloat16) and
+ * shaped like it. */
 #ifndef GRAFT_CUDA_OPTIM_H
 #define GRAFT_CUDA_OPTIM_H
 

@@ -7,6 +7,9 @@
  * element formula is written once, with explicit fma() where PyTorch's kernels fuse and
  * separate roundings everywhere else; contraction is switched off for this file so the
  * compiler cannot fuse a multiply and an add that PyTorch rounds apart.
+ *
+ * float16 and bfloat16 parameters take scalar loops that repeat PyTorch's op sequence on
+ * 16-bit tensors, rounding after every op (see "16-bit parameters" below).
  */
 #pragma GCC optimize("fp-contract=off")
 
@@ -18,6 +21,13 @@
 
 #include "tensor/iter.h"
 #include "cuda/optim.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
 
 #if defined(__AVX__) && defined(__FMA__)
 #define OPT_VEC 1
@@ -118,9 +128,9 @@ static bool opt_contig(const int64_t *s, int nops, int64_t esize) {
 static graft_status opt_check(const char *op, const graft_tensor *p, graft_tensor *const *t,
                               const char *const *names, int n) {
     char b1[GRAFT_MAX_DIMS * 24 + 3], b2[GRAFT_MAX_DIMS * 24 + 3];
-    if (p->dtype != GRAFT_F32 && p->dtype != GRAFT_F64)
-        return graft_error(GRAFT_ETYPE, "%s: parameters of dtype %s are not supported (float32 and float64 are)",
-                           op, graft_dtype_name(p->dtype));
+    if (!graft_dtype_is_float(p->dtype))
+        return graft_error(GRAFT_ETYPE, "%s: parameters of dtype %s are not supported (float32, float64, float16 "
+                           "and bfloat16 are)", op, graft_dtype_name(p->dtype));
     for (int k = 0; k < n; k++) {
         const graft_tensor *x = t[k];
         if (!x) return graft_error(GRAFT_EINVAL, "%s: %s is missing", op, names[k]);
@@ -169,9 +179,10 @@ static void opt_bump_list(int n, graft_tensor *const *t) {
     for (int i = 0; i < n; i++) graft_tensor_bump(t[i]);
 }
 
-/* PyTorch's lerp weight test |w| < 0.5 in the parameter's dtype. */
+/* PyTorch's lerp weight test |w| < 0.5 in the parameter's compute type (float for
+ * float32 and the 16-bit dtypes, whose lerp takes a float weight). */
 static bool opt_lerp_small(graft_dtype d, double one_minus_beta) {
-    return d == GRAFT_F32 ? fabsf((float)one_minus_beta) < 0.5f : fabs(one_minus_beta) < 0.5;
+    return d == GRAFT_F64 ? fabs(one_minus_beta) < 0.5 : fabsf((float)one_minus_beta) < 0.5f;
 }
 
 /* Runs fn over the operands (all of p's shape; unused slots hold p itself and are never
@@ -183,6 +194,168 @@ static graft_status opt_run(graft_tensor **ops, int nops, const graft_tensor *p,
     graft_iter_run(&it, fn, ctx);
     return GRAFT_OK;
 }
+
+/* ---- 16-bit parameters ----
+ * PyTorch updates a float16 or bfloat16 parameter with the same tensor ops as a float32
+ * one, each op computing in float and rounding its result to the 16-bit dtype (round to
+ * nearest even), so every intermediate it materialises is 16-bit. Measured against
+ * torch 1.13 on x86-64 (spec/fixtures/optim_half/gen.py), op by op, with R the rounding:
+ *   mul_(s), div_(s), add_(s) (a Python float s): s is rounded to 16 bits first
+ *     (Scalar.to<scalar_t>(): double to float to 16 bits), then R(x·s), R(x / s), R(x + s);
+ *   add_(y, alpha=a): a rounded to 16 bits likewise; on bfloat16 the vectorised body is
+ *     R(fma(a, y, x)) and the scalar tail R(R(a·y) + x); float16 (no vector kernel in
+ *     1.13) always takes the tail's form;
+ *   addcmul_(t1, t2, value=c): R(fma(c·t1, t2, x)), c a float (c·t1 rounded to float);
+ *   addcdiv_(t1, t2, value=c): R(x + (c·t1) / t2), c a float, three float roundings;
+ *   sqrt, maximum, negation: as in float, then R (exact for the last two);
+ *   lerp_(g, w) (2.x numerics): the float32 lerp with a float weight, then R once.
+ * The body/tail split is PyTorch's: the vector loop of an innermost row that is contiguous
+ * for every operand covers whole blocks of 32 elements (2 AVX2 vectors of 16 bfloat16),
+ * the last (row length mod 32) elements run the scalar code, and a non-contiguous row runs
+ * all of it. Rows are those of the coalesced iteration (graft's and PyTorch's coalescing
+ * agree for tensors of one layout); PyTorch's AVX-512 build (64-element blocks) and its
+ * splitting of tensors of 32768 elements or more across threads move the tail; float32
+ * and float64 are unaffected. Scalar code: one element at a time, as PyTorch's tail. */
+
+/* x rounded to bfloat16 (nearest even; NaN made quiet), as a float. */
+static inline float h_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;
+    else u += 0x7fffu + ((u >> 16) & 1u);
+    u &= 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+/* float16 bits <-> float: the F16C instructions where the build has them (the same IEEE
+ * conversions as dtype.c's, round to nearest even, subnormals and NaN included), else
+ * dtype.c's functions. */
+#ifdef __F16C__
+static inline uint16_t h_f2h(float x) { return (uint16_t)_cvtss_sh(x, _MM_FROUND_TO_NEAREST_INT); }
+static inline float h_h2f(uint16_t u) { return _cvtsh_ss(u); }
+#else
+static inline uint16_t h_f2h(float x) { return graft_f32_to_f16(x); }
+static inline float h_h2f(uint16_t u) { return graft_f16_to_f32(u); }
+#endif
+
+/* R: x rounded to the parameter's 16-bit dtype (bf: bfloat16, else float16), as a float. */
+static inline float h_rnd(float x, bool bf) { return bf ? h_bf16(x) : h_h2f(h_f2h(x)); }
+
+static inline float h_ld(const char *p, bool bf) {
+    uint16_t u;
+    memcpy(&u, p, 2);
+    if (!bf) return h_h2f(u);
+    uint32_t w = (uint32_t)u << 16;
+    float x;
+    memcpy(&x, &w, 4);
+    return x;
+}
+
+/* Stores x, already rounded (so the conversion is exact: a bfloat16 is the top half). */
+static inline void h_st(char *p, float x, bool bf) {
+    uint16_t u;
+    if (bf) {
+        uint32_t w;
+        memcpy(&w, &x, 4);
+        u = (uint16_t)(w >> 16);
+    } else {
+        u = h_f2h(x);
+    }
+    memcpy(p, &u, 2);
+}
+
+/* A Python float scalar as PyTorch hands it to a 16-bit kernel: double to float to 16 bits. */
+static inline float h_scalar(double v, bool bf) { return h_rnd((float)v, bf); }
+
+/* x.add_(y, alpha=a), a already 16-bit; vec: the element is in PyTorch's vector body. */
+static inline float h_add(float x, float y, float a, bool vec, bool bf) {
+    return vec ? h_rnd(fmaf(a, y, x), bf) : h_rnd(h_rnd(a * y, bf) + x, bf);
+}
+
+/* x.addcmul_(t1, t2, value=c) */
+static inline float h_addcmul(float x, float t1, float t2, float c, bool bf) { return h_rnd(fmaf(c * t1, t2, x), bf); }
+
+/* x.addcdiv_(t1, t2, value=c) */
+static inline float h_addcdiv(float x, float t1, float t2, float c, bool bf) { return h_rnd(x + (c * t1) / t2, bf); }
+
+/* m.lerp_(g, w): w the float weight, lw = w (small) or w - 1 (the float32 formula). */
+static inline float h_lerp(float m, float g, float lw, bool small, bool bf) {
+    return h_rnd(fmaf(lw, g - m, small ? m : g), bf);
+}
+
+/* A 16-bit loop: elements [0, nvec) of the run are in PyTorch's vector body, the rest in
+ * its scalar tail; otherwise as graft_loop_fn. */
+typedef void (*opt_loop16_fn)(char **d, const int64_t *s, int64_t n, int64_t nvec, const void *ctx);
+
+/* Runs fn over elements [begin, end) of the coalesced iteration (iter.c's walk), telling
+ * each run how much of it lies in the first `body` elements of its innermost row. */
+static void opt_range16(const graft_iter *it, int64_t begin, int64_t end, int64_t body, opt_loop16_fn fn,
+                        const void *ctx) {
+    int64_t idx[GRAFT_MAX_DIMS];
+    char *ptr[GRAFT_ITER_MAX_OPS];
+    int64_t rem = begin;
+    for (int d = 0; d < it->ndim; d++) {
+        idx[d] = rem % it->shape[d];
+        rem /= it->shape[d];
+    }
+    for (int k = 0; k < it->nops; k++) {
+        ptr[k] = it->data[k];
+        for (int d = 0; d < it->ndim; d++) ptr[k] += idx[d] * it->strides[d][k];
+    }
+    const int64_t *inner = it->strides[0];
+    int64_t pos = begin;
+    while (pos < end) {
+        int64_t count = it->shape[0] - idx[0];
+        if (count > end - pos) count = end - pos;
+        int64_t nvec = body - idx[0];
+        fn(ptr, inner, count, nvec < 0 ? 0 : (nvec > count ? count : nvec), ctx);
+        pos += count;
+        if (pos >= end) break;
+        for (int k = 0; k < it->nops; k++) ptr[k] += count * inner[k];
+        idx[0] += count;
+        for (int d = 0; d < it->ndim - 1 && idx[d] == it->shape[d]; d++) {
+            idx[d] = 0;
+            idx[d + 1]++;
+            for (int k = 0; k < it->nops; k++) ptr[k] += it->strides[d + 1][k] - it->shape[d] * it->strides[d][k];
+        }
+    }
+}
+
+/* The vector body of each innermost row of a bfloat16 iteration (0: all scalar tail). */
+static int64_t opt_bf16_body(const graft_iter *it) {
+    for (int k = 0; k < it->nops; k++)
+        if (it->strides[0][k] != 2) return 0;
+    return it->shape[0] - it->shape[0] % GRAFT_OPTIM_BF16_BLOCK;
+}
+
+/* opt_run for 16-bit parameters (graft_iter_run's split across threads; the split does
+ * not change any element's arithmetic). */
+static graft_status opt_run16(graft_tensor **ops, int nops, const graft_tensor *p, opt_loop16_fn fn, const void *ctx) {
+    graft_iter it;
+    graft_status st = graft_iter_init(&it, nops, ops, p->ndim, p->shape);
+    if (st) return st;
+    if (it.numel <= 0) return GRAFT_OK;
+    int64_t body = p->dtype == GRAFT_BF16 ? opt_bf16_body(&it) : 0;
+#ifdef _OPENMP
+    if (graft_should_parallelize(it.numel)) {
+        #pragma omp parallel
+        {
+            int t = omp_get_thread_num(), T = omp_get_num_threads();
+            int64_t chunk = ((it.numel + T - 1) / T + 15) & ~(int64_t)15;
+            int64_t b = (int64_t)t * chunk, e = b + chunk;
+            if (e > it.numel) e = it.numel;
+            if (b < e) opt_range16(&it, b, e, body, fn, ctx);
+        }
+        return GRAFT_OK;
+    }
+#endif
+    opt_range16(&it, 0, it.numel, body, fn, ctx);
+    return GRAFT_OK;
+}
+
+/* Operand k of element i of a 16-bit run. */
+#define OPT_HP(k) (d[k] + i * s[k])
 
 /* ---- SGD ----
  * PyTorch: d_p = d_p.add(param, alpha=wd); buf.mul_(mu).add_(d_p, alpha=1-dampening);
@@ -213,6 +386,30 @@ typedef struct {
     } while (0)
 OPT_KERNELS(sgd)
 
+/* 16-bit SGD: the same ops, PyTorch's 16-bit rounding after each (see "16-bit parameters"). */
+typedef struct {
+    bool bf, has_wd, has_mom, first, nesterov, maximize;
+    float wd, mu, omd, nlr;  /* add_'s alphas and mul_'s scalar, 16-bit */
+} sgd_h_ctx;
+
+static void sgd_h_loop(char **d, const int64_t *s, int64_t n, int64_t nvec, const void *vc) {
+    const sgd_h_ctx *c = vc;
+    const bool bf = c->bf;
+    for (int64_t i = 0; i < n; i++) {
+        const bool vec = i < nvec;
+        float p = h_ld(OPT_HP(0), bf), dp = h_ld(OPT_HP(1), bf);
+        if (c->maximize) dp = -dp;
+        if (c->has_wd) dp = h_add(dp, p, c->wd, vec, bf);
+        if (c->has_mom) {
+            float b = dp;
+            if (!c->first) b = h_add(h_rnd(h_ld(OPT_HP(2), bf) * c->mu, bf), dp, c->omd, vec, bf);
+            h_st(OPT_HP(2), b, bf);
+            dp = c->nesterov ? h_add(dp, b, c->mu, vec, bf) : b;
+        }
+        h_st(OPT_HP(0), h_add(p, dp, c->nlr, vec, bf), bf);
+    }
+}
+
 graft_status graft_optim_sgd(graft_tensor *p, graft_tensor *grad, graft_tensor *buf, bool first,
                              const graft_optim_sgd_args *a) {
     sgd_ctx c = {.a = *a, .nops = 3, .has_wd = a->weight_decay != 0, .has_mom = a->momentum != 0,
@@ -226,7 +423,16 @@ graft_status graft_optim_sgd(graft_tensor *p, graft_tensor *grad, graft_tensor *
         return graft_optim_sgd_multi(1, &p, &grad, c.has_mom ? &buf : NULL, &first, a, &bad);
     }
     graft_tensor *ops[3] = {p, grad, c.has_mom ? buf : p};
-    st = opt_run(ops, 3, p, p->dtype == GRAFT_F32 ? sgd_32_loop : sgd_64_loop, &c);
+    if (p->dtype == GRAFT_F16 || p->dtype == GRAFT_BF16) {
+        bool bf = p->dtype == GRAFT_BF16;
+        sgd_h_ctx h = {.bf = bf, .has_wd = c.has_wd, .has_mom = c.has_mom, .first = first,
+                       .nesterov = a->nesterov, .maximize = a->maximize, .wd = h_scalar(a->weight_decay, bf),
+                       .mu = h_scalar(a->momentum, bf), .omd = h_scalar(1.0 - a->dampening, bf),
+                       .nlr = h_scalar(-a->lr, bf)};
+        st = opt_run16(ops, 3, p, sgd_h_loop, &h);
+    } else {
+        st = opt_run(ops, 3, p, p->dtype == GRAFT_F32 ? sgd_32_loop : sgd_64_loop, &c);
+    }
     if (st) return st;
     graft_tensor_bump(p);
     if (c.has_mom) graft_tensor_bump(buf);
@@ -318,6 +524,40 @@ static void adam_scalars(const graft_optim_adam_args *a, double step, double *st
     *bc2_sqrt = sqrt(bc2);
 }
 
+/* 16-bit Adam/AdamW. */
+typedef struct {
+    bool bf, has_wd, decay, lerp, lerp_small, amsgrad, decoupled, maximize;
+    float wd, b1, omb1, b2, bc2, eps, decay_by;  /* 16-bit scalars (add_ alphas, mul_/div_/add_) */
+    float omb2, nss, lw;                          /* float: addcmul/addcdiv values, lerp weight */
+} adam_h_ctx;
+
+static void adam_h_loop(char **d, const int64_t *s, int64_t n, int64_t nvec, const void *vc) {
+    const adam_h_ctx *c = vc;
+    const bool bf = c->bf;
+    for (int64_t i = 0; i < n; i++) {
+        const bool vec = i < nvec;
+        float p = h_ld(OPT_HP(0), bf), g = h_ld(OPT_HP(1), bf), m = h_ld(OPT_HP(2), bf), v = h_ld(OPT_HP(3), bf);
+        if (c->maximize) g = -g;
+        if (c->decoupled) {
+            if (c->decay) p = h_rnd(p * c->decay_by, bf);
+        } else if (c->has_wd) {
+            g = h_add(g, p, c->wd, vec, bf);
+        }
+        if (c->lerp) m = h_lerp(m, g, c->lw, c->lerp_small, bf);
+        else m = h_add(h_rnd(m * c->b1, bf), g, c->omb1, vec, bf);
+        v = h_addcmul(h_rnd(v * c->b2, bf), g, g, c->omb2, bf);
+        float vv = v;
+        if (c->amsgrad) {
+            vv = s32_max(h_ld(OPT_HP(4), bf), v);
+            h_st(OPT_HP(4), vv, bf);
+        }
+        float den = h_rnd(h_rnd(h_rnd(sqrtf(vv), bf) / c->bc2, bf) + c->eps, bf);
+        h_st(OPT_HP(0), h_addcdiv(p, m, den, c->nss, bf), bf);
+        h_st(OPT_HP(2), m, bf);
+        h_st(OPT_HP(3), v, bf);
+    }
+}
+
 graft_status graft_optim_adam(graft_tensor *p, graft_tensor *grad, graft_tensor *m, graft_tensor *v,
                               graft_tensor *vmax, const graft_optim_adam_args *a) {
     const char *op = a->decoupled ? "adamw" : "adam";
@@ -336,7 +576,20 @@ graft_status graft_optim_adam(graft_tensor *p, graft_tensor *grad, graft_tensor 
                   .lerp_small = opt_lerp_small(p->dtype, 1.0 - a->beta1),
                   .step_size = step_size, .bc2_sqrt = bc2_sqrt};
     graft_tensor *ops[5] = {p, grad, m, v, a->amsgrad ? vmax : p};
-    st = opt_run(ops, 5, p, p->dtype == GRAFT_F32 ? adam_32_loop : adam_64_loop, &c);
+    if (p->dtype == GRAFT_F16 || p->dtype == GRAFT_BF16) {
+        bool bf = p->dtype == GRAFT_BF16;
+        float lw = (float)(1.0 - a->beta1);
+        adam_h_ctx h = {.bf = bf, .has_wd = c.has_wd, .decay = c.decay, .lerp = a->lerp, .lerp_small = c.lerp_small,
+                        .amsgrad = a->amsgrad, .decoupled = a->decoupled, .maximize = a->maximize,
+                        .wd = h_scalar(a->weight_decay, bf), .b1 = h_scalar(a->beta1, bf),
+                        .omb1 = h_scalar(1.0 - a->beta1, bf), .b2 = h_scalar(a->beta2, bf),
+                        .bc2 = h_scalar(bc2_sqrt, bf), .eps = h_scalar(a->eps, bf),
+                        .decay_by = h_scalar(1.0 - a->lr * a->weight_decay, bf), .omb2 = (float)(1.0 - a->beta2),
+                        .nss = (float)(-step_size), .lw = c.lerp_small ? lw : lw - 1.0f};
+        st = opt_run16(ops, 5, p, adam_h_loop, &h);
+    } else {
+        st = opt_run(ops, 5, p, p->dtype == GRAFT_F32 ? adam_32_loop : adam_64_loop, &c);
+    }
     if (st) return st;
     graft_tensor_bump(p);
     graft_tensor_bump(m);
@@ -433,6 +686,43 @@ typedef struct {
     } while (0)
 OPT_KERNELS(rmsprop)
 
+/* 16-bit RMSprop. */
+typedef struct {
+    bool bf, has_wd, has_mom, centered, lerp, lerp_small, maximize;
+    float wd, al, oma16, eps, mu, nlr16;  /* 16-bit scalars */
+    float oma, nlr, lw;                   /* float: addcmul/addcdiv values, lerp weight */
+} rmsprop_h_ctx;
+
+static void rmsprop_h_loop(char **d, const int64_t *s, int64_t n, int64_t nvec, const void *vc) {
+    const rmsprop_h_ctx *c = vc;
+    const bool bf = c->bf;
+    for (int64_t i = 0; i < n; i++) {
+        const bool vec = i < nvec;
+        float p = h_ld(OPT_HP(0), bf), g = h_ld(OPT_HP(1), bf), sq = h_ld(OPT_HP(2), bf), avg;
+        if (c->maximize) g = -g;
+        if (c->has_wd) g = h_add(g, p, c->wd, vec, bf);
+        sq = h_addcmul(h_rnd(sq * c->al, bf), g, g, c->oma, bf);
+        h_st(OPT_HP(2), sq, bf);
+        if (c->centered) {
+            float ga = h_ld(OPT_HP(3), bf);
+            if (c->lerp) ga = h_lerp(ga, g, c->lw, c->lerp_small, bf);
+            else ga = h_add(h_rnd(ga * c->al, bf), g, c->oma16, vec, bf);
+            h_st(OPT_HP(3), ga, bf);
+            avg = h_rnd(sqrtf(h_addcmul(sq, ga, ga, -1.0f, bf)), bf);
+        } else {
+            avg = h_rnd(sqrtf(sq), bf);
+        }
+        avg = h_rnd(avg + c->eps, bf);
+        if (c->has_mom) {
+            float b = h_addcdiv(h_rnd(h_ld(OPT_HP(4), bf) * c->mu, bf), g, avg, 1.0f, bf);
+            h_st(OPT_HP(4), b, bf);
+            h_st(OPT_HP(0), h_add(p, b, c->nlr16, vec, bf), bf);
+        } else {
+            h_st(OPT_HP(0), h_addcdiv(p, g, avg, c->nlr, bf), bf);
+        }
+    }
+}
+
 graft_status graft_optim_rmsprop(graft_tensor *p, graft_tensor *grad, graft_tensor *square_avg,
                                  graft_tensor *grad_avg, graft_tensor *buf, const graft_optim_rmsprop_args *a) {
     bool mom = a->momentum > 0;
@@ -449,7 +739,19 @@ graft_status graft_optim_rmsprop(graft_tensor *p, graft_tensor *grad, graft_tens
     rmsprop_ctx c = {.a = *a, .nops = 5, .has_wd = a->weight_decay != 0, .has_mom = mom,
                      .lerp_small = opt_lerp_small(p->dtype, 1.0 - a->alpha)};
     graft_tensor *ops[5] = {p, grad, square_avg, a->centered ? grad_avg : p, mom ? buf : p};
-    st = opt_run(ops, 5, p, p->dtype == GRAFT_F32 ? rmsprop_32_loop : rmsprop_64_loop, &c);
+    if (p->dtype == GRAFT_F16 || p->dtype == GRAFT_BF16) {
+        bool bf = p->dtype == GRAFT_BF16;
+        float lw = (float)(1.0 - a->alpha);
+        rmsprop_h_ctx h = {.bf = bf, .has_wd = c.has_wd, .has_mom = mom, .centered = a->centered, .lerp = a->lerp,
+                           .lerp_small = c.lerp_small, .maximize = a->maximize, .wd = h_scalar(a->weight_decay, bf),
+                           .al = h_scalar(a->alpha, bf), .oma16 = h_scalar(1.0 - a->alpha, bf),
+                           .eps = h_scalar(a->eps, bf), .mu = h_scalar(a->momentum, bf),
+                           .nlr16 = h_scalar(-a->lr, bf), .oma = lw, .nlr = (float)(-a->lr),
+                           .lw = c.lerp_small ? lw : lw - 1.0f};
+        st = opt_run16(ops, 5, p, rmsprop_h_loop, &h);
+    } else {
+        st = opt_run(ops, 5, p, p->dtype == GRAFT_F32 ? rmsprop_32_loop : rmsprop_64_loop, &c);
+    }
     if (st) return st;
     graft_tensor_bump(p);
     graft_tensor_bump(square_avg);
@@ -519,6 +821,28 @@ typedef struct {
     } while (0)
 OPT_KERNELS(adagrad)
 
+/* 16-bit Adagrad. */
+typedef struct {
+    bool bf, has_wd, maximize;
+    float wd, eps;  /* 16-bit */
+    float nclr;     /* float: the addcdiv value */
+} adagrad_h_ctx;
+
+static void adagrad_h_loop(char **d, const int64_t *s, int64_t n, int64_t nvec, const void *vc) {
+    const adagrad_h_ctx *c = vc;
+    const bool bf = c->bf;
+    for (int64_t i = 0; i < n; i++) {
+        const bool vec = i < nvec;
+        float p = h_ld(OPT_HP(0), bf), g = h_ld(OPT_HP(1), bf), sm = h_ld(OPT_HP(2), bf);
+        if (c->maximize) g = -g;
+        if (c->has_wd) g = h_add(g, p, c->wd, vec, bf);
+        sm = h_addcmul(sm, g, g, 1.0f, bf);
+        h_st(OPT_HP(2), sm, bf);
+        float sd = h_rnd(h_rnd(sqrtf(sm), bf) + c->eps, bf);
+        h_st(OPT_HP(0), h_addcdiv(p, g, sd, c->nclr, bf), bf);
+    }
+}
+
 graft_status graft_optim_adagrad(graft_tensor *p, graft_tensor *grad, graft_tensor *sum,
                                  const graft_optim_adagrad_args *a) {
     graft_tensor *chk[2] = {grad, sum};
@@ -532,7 +856,15 @@ graft_status graft_optim_adagrad(graft_tensor *p, graft_tensor *grad, graft_tens
     adagrad_ctx c = {.a = *a, .nops = 3, .has_wd = a->weight_decay != 0,
                      .clr = a->lr / (1.0 + (a->step - 1.0) * a->lr_decay)};
     graft_tensor *ops[3] = {p, grad, sum};
-    st = opt_run(ops, 3, p, p->dtype == GRAFT_F32 ? adagrad_32_loop : adagrad_64_loop, &c);
+    if (p->dtype == GRAFT_F16 || p->dtype == GRAFT_BF16) {
+        bool bf = p->dtype == GRAFT_BF16;
+        adagrad_h_ctx h = {.bf = bf, .has_wd = c.has_wd, .maximize = a->maximize,
+                           .wd = h_scalar(a->weight_decay, bf), .eps = h_scalar(a->eps, bf),
+                           .nclr = (float)(-c.clr)};
+        st = opt_run16(ops, 3, p, adagrad_h_loop, &h);
+    } else {
+        st = opt_run(ops, 3, p, p->dtype == GRAFT_F32 ? adagrad_32_loop : adagrad_64_loop, &c);
+    }
     if (st) return st;
     graft_tensor_bump(p);
     graft_tensor_bump(sum);

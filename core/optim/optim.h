@@ -6,15 +6,23 @@
  * arithmetic. float32 follows PyTorch 1.13's single-tensor CPU kernels operation by
  * operation (which steps are fused multiply-adds, which round twice), so float32 results
  * are bit-identical to PyTorch on x86-64; float64 uses the same evaluation order.
+ * float16 and bfloat16 parameters (state in the same dtype) repeat PyTorch's 16-bit op
+ * sequence, each op computed in float and rounded to the 16-bit dtype, scalars rounded
+ * where PyTorch rounds them (optim.c, "16-bit parameters"): bfloat16 is bit-identical to
+ * PyTorch 1.13 on x86-64 (AVX2 kernels, tensors under 32768 elements or one thread),
+ * float16 SGD too; 1.13 has no float16 Adam, RMSprop or Adagrad on the CPU, and graft
+ * gives those the same op sequence with float16 rounding (add_ in the two-rounding form
+ * of 1.13's float16 kernels).
  *
  *     graft_optim_sgd_args a = {.lr = 0.1, .momentum = 0.9};
  *     if (graft_optim_sgd(p, p_grad, buf, first_step, &a)) puts(graft_last_error());
  *
  * Tensors are borrowed. p, grad and the state tensors must share p's shape, dtype
- * (float32 or float64) and device (CPU or CUDA); any strides are accepted. Each written
- * tensor's version is bumped. Scalars are doubles, as PyTorch's Python floats, rounded to
- * the tensor's dtype where PyTorch rounds them. CUDA tensors get the same arithmetic
- * (core/cuda/optim.cu), so a step on the GPU gives the CPU's bits.
+ * (float32, float64, float16 or bfloat16) and device (CPU or CUDA); any strides are
+ * accepted. Each written tensor's version is bumped. Scalars are doubles, as PyTorch's
+ * Python floats, rounded to the tensor's dtype where PyTorch rounds them. CUDA tensors
+ * get the same arithmetic (core/cuda/optim.cu), so a step on the GPU gives the CPU's
+ * bits.
  *
  * The *_multi forms update a list of parameters (PyTorch's foreach): every parameter on
  * one device; on CUDA the whole list is one kernel launch, on the CPU a loop over the
@@ -26,6 +34,12 @@
 #define GRAFT_OPTIM_H
 
 #include "tensor/tensor.h"
+
+/* PyTorch's bfloat16 add_(y, alpha) rounds differently in its vector body (one fused
+ * multiply-add) and its scalar tail (alpha·y rounded first); the body of a contiguous
+ * innermost row is its whole blocks of this many elements (two AVX2 vectors). Shared by
+ * the CPU and CUDA updates so both pick the same form for each element. */
+#define GRAFT_OPTIM_BF16_BLOCK 32
 
 /* ---- SGD ----
  * d = ±grad (+ weight_decay·p); with momentum: buf = d on the first step, else

@@ -1,6 +1,8 @@
 -- Optimizers on CUDA parameters: the fused list updates (one launch per group and device)
--- give the CPU's bits for every optimizer, option, dtype and numerics mode, and PyTorch
--- 1.13's bits on its own trajectories; state lives on the parameter's device while
+-- give the CPU's bits for every optimizer, option, dtype (float16 and bfloat16 included:
+-- the CPU's 16-bit op sequence, vector-body and tail elements alike) and numerics mode,
+-- and PyTorch 1.13's bits on its own trajectories (float32, and the 16-bit ones of
+-- spec/fixtures/optim_half); state lives on the parameter's device while
 -- `step` stays a CPU tensor; state dicts cross devices; errors name the op and the
 -- parameter. The gradients are computed on the CPU and copied over, so these specs need
 -- only transfers; gradient clipping needs the device reductions and elementwise ops.
@@ -44,17 +46,25 @@ local function same_bits(d, c, what)
   end
 end
 
--- Deterministic gradient of step s for a tensor of n elements: (p - t) * a + noise.
+-- Deterministic gradient of step s for a tensor of n elements: (p - t) * a + noise
+-- (16-bit parameters: computed in float32, then rounded to the parameter's dtype).
 local function grad_for(p_host, s, k)
+  local dt = p_host:dtype()
+  local half = dt == "float16" or dt == "bfloat16"
+  local cdt = half and "float32" or dt
+  if half then p_host = p_host:float() end
   local n = p_host:numel()
-  local t = graft.arange(n, { dtype = p_host:dtype() }):mul(0.37):add(k):sin():reshape(p_host:shape())
-  local a = graft.arange(n, { dtype = p_host:dtype() }):mul(0.11):add(s):cos():add(1.5):reshape(p_host:shape())
-  local e = graft.arange(n, { dtype = p_host:dtype() }):mul(1.3 + s):add(k):sin():mul(0.05):reshape(p_host:shape())
-  return (p_host - t) * a + e
+  local t = graft.arange(n, { dtype = cdt }):mul(0.37):add(k):sin():reshape(p_host:shape())
+  local a = graft.arange(n, { dtype = cdt }):mul(0.11):add(s):cos():add(1.5):reshape(p_host:shape())
+  local e = graft.arange(n, { dtype = cdt }):mul(1.3 + s):add(k):sin():mul(0.05):reshape(p_host:shape())
+  local g = (p_host - t) * a + e
+  return half and g:to(dt) or g
 end
 
 -- The parameters of the comparison: several sizes (one element, chunk boundaries of
--- the list kernel, an empty one) and a transposed (non-contiguous) one.
+-- the list kernel, an empty one), a transposed (non-contiguous) one, and rows of 40
+-- contiguous elements inside a wider tensor (strided, but each row has bfloat16's
+-- vector body and tail).
 local SIZES = { { 3, 5 }, { 1 }, { 16385 }, { 0 }, { 40 } }
 
 local function make_params(dtype)
@@ -71,6 +81,11 @@ local function make_params(dtype)
   c.requires_grad = true
   cpu[#cpu + 1] = c
   cuda[#cuda + 1] = dev_param(base, function(d) return d:t() end)
+  local wide = graft.randn(3, 45, { dtype = dtype })
+  local r = wide:clone():narrow(2, 1, 40)
+  r.requires_grad = true
+  cpu[#cpu + 1] = r
+  cuda[#cuda + 1] = dev_param(wide, function(d) return d:narrow(2, 1, 40) end)
   return cpu, cuda
 end
 
@@ -109,7 +124,7 @@ end
 
 C.describe("optimizers on cuda match the CPU bit for bit", function()
   for _, cfg in ipairs(CONFIGS) do
-    for _, dtype in ipairs({ "float32", "float64" }) do
+    for _, dtype in ipairs(C.FLOATS) do
       for _, numerics in ipairs({ "2.x", "1.13" }) do
         it(("%s, %s, numerics %s"):format(describe_cfg(cfg), dtype, numerics), function()
           local cpu, cuda = make_params(dtype)
@@ -139,6 +154,7 @@ C.describe("optimizers on cuda match the CPU bit for bit", function()
                   assert.are.equal(v:item(), sd[key]:item())
                 else
                   assert.are.equal("cuda:0", sd[key]:device(), key .. " is on the device")
+                  assert.are.equal(dtype, sd[key]:dtype(), key .. " in the parameter's dtype")
                   same_bits(sd[key], v, ("state %s of parameter %d"):format(key, k))
                 end
               end
@@ -202,6 +218,39 @@ C.describe("optimizers on cuda against PyTorch 1.13", function()
             assert(why == nil, ("%s after step %d: %s"):format(n, s, tostring(why)))
           end
         end
+      end
+    end)
+  end
+end)
+
+C.describe("16-bit optimizers on cuda against PyTorch 1.13", function()
+  local hx = H.fixture("optim_half/trajectories")
+  local function decode(hex, dt)
+    local vals = {}
+    for i = 1, #hex, 4 do
+      local u = tonumber(hex:sub(i, i + 3), 16)
+      if dt == "bfloat16" then
+        vals[#vals + 1] = string.unpack("<f", string.pack("<I4", u << 16))
+      else
+        local sign, e, m = (u & 0x8000) ~= 0 and -1.0 or 1.0, (u >> 10) & 0x1f, u & 0x3ff
+        vals[#vals + 1] = e == 0 and sign * (m * 2.0 ^ -24) or sign * (1 + m / 1024) * 2.0 ^ (e - 15)
+      end
+    end
+    return graft.tensor(vals, { dtype = dt }):reshape(hx.shape)
+  end
+
+  for _, name in ipairs(hx.order) do
+    local cfg = hx.configs[name]
+    it(("%s (%s): every step bit-identical with numerics = \"1.13\""):format(name, cfg.dtype), function()
+      local inp = hx.inputs[cfg.dtype]
+      local p = dev_param(decode(inp.p0, cfg.dtype))
+      local opts = opts_with(cfg.opts, { numerics = "1.13" })
+      local opt = optim[cfg.class]({ p }, opts)
+      for s = 1, hx.steps do
+        p.grad = decode(inp.grads[s], cfg.dtype):cuda()
+        opt:step()
+        local want = decode(cfg.params[s], cfg.dtype)
+        same_bits(p, want, ("%s after step %d"):format(name, s))
       end
     end)
   end
@@ -297,6 +346,33 @@ C.describe("the list kernels (graft._optim.*_multi)", function()
       same_bits(ps[k], cps[k], "parameter " .. k)
       same_bits(ms[k], cms[k], "exp_avg " .. k)
       assert.are.equal(2, steps[k]:item())
+    end
+  end)
+
+  it("update a list of 16-bit tensors of mixed sizes in one call, chunk boundaries included", function()
+    for _, dt in ipairs({ "bfloat16", "float16" }) do
+      graft.manual_seed(6)
+      local ps, gs, ms, vs, steps = {}, {}, {}, {}, {}
+      local cps, cms, cvs = {}, {}, {}
+      for k, n in ipairs({ 1, 7, 33, 16384, 16385, 33000 }) do
+        local p, g = graft.randn(n):to(dt), graft.randn(n):mul(0.1):to(dt)
+        cps[k], cms[k], cvs[k] = p:clone(), graft.zeros(n, { dtype = dt }), graft.zeros(n, { dtype = dt })
+        ps[k], gs[k] = p:cuda(), g:cuda()
+        ms[k], vs[k] = graft.zeros(n, { dtype = dt }):cuda(), graft.zeros(n, { dtype = dt }):cuda()
+        steps[k] = graft.tensor(0.0)
+        for s = 1, 2 do
+          K.adam(cps[k], g, graft.tensor(s - 1.0), cms[k], cvs[k], nil, 0.01, 0.9, 0.999, 1e-3, 0.1, false, false, false,
+            false)
+        end
+      end
+      for _ = 1, 2 do
+        assert.is_nil(K.adam_multi(ps, gs, steps, ms, vs, nil, 0.01, 0.9, 0.999, 1e-3, 0.1, false, false, false, false))
+      end
+      for k = 1, #ps do
+        same_bits(ps[k], cps[k], dt .. " parameter " .. k)
+        same_bits(ms[k], cms[k], dt .. " exp_avg " .. k)
+        same_bits(vs[k], cvs[k], dt .. " exp_avg_sq " .. k)
+      end
     end
   end)
 

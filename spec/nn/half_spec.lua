@@ -80,8 +80,7 @@ describe("16-bit inputs of the float32 kernels", function()
     end)
   end
 
-  -- (graft's optimizers update float32/float64 parameters: training in 16 bits keeps
-  -- float32 weights under graft.autocast; a converted model runs forward and backward)
+  -- (a converted model runs forward and backward; spec/optim/half_spec.lua trains one)
   it("a resnet18 converted to bfloat16 runs forward and backward in train mode", function()
     local models = require("graft.models")
     graft.manual_seed(0)

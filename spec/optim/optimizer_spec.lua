@@ -277,10 +277,15 @@ describe("optimizer construction errors", function()
     H.raises("options must be a table", optim.SGD, { p }, 0.1)
   end)
 
-  it("refuses parameters it cannot update", function()
-    local half = graft.zeros(2, { dtype = "float16" })
-    half.requires_grad = true
-    H.raises("is float16: graft's optimizers update float32 and float64 parameters", optim.SGD, { { "h", half } })
+  it("refuses parameters it cannot update (integers; every float dtype is taken)", function()
+    local ints = graft.zeros(2, { dtype = "int64" })
+    H.raises('SGD: "h" of param group 1 is int64: graft\'s optimizers update floating-point parameters '
+      .. "(float32, float64, float16, bfloat16)", optim.SGD, { { "h", ints } })
+    for _, dt in ipairs({ "float16", "bfloat16" }) do
+      local half = graft.zeros(2, { dtype = dt })
+      half.requires_grad = true
+      assert.are.equal(dt, optim.SGD({ half }, { lr = 0.1 }).param_groups[1].params[1]:dtype())
+    end
   end)
 end)
 

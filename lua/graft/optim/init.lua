@@ -16,6 +16,10 @@
 -- Numerics: float32 updates reproduce PyTorch's CPU single-tensor kernels bit for bit.
 -- Adam/AdamW's first moment and centered RMSprop's grad_avg use PyTorch 2.x's lerp by
 -- default; {numerics = "1.13"} selects PyTorch 1.13's form (bit-identical to 1.13).
+-- float16 and bfloat16 parameters (net:to("bfloat16")) keep their state in their own
+-- dtype, as PyTorch's zeros_like(p), and are updated with PyTorch's 16-bit arithmetic:
+-- every op of the update rounded to 16 bits (core/optim/optim.c); bfloat16 under "1.13"
+-- is bit-identical to PyTorch 1.13 on the CPU, and so is float16 SGD.
 local graft = require("graft")
 local OrderedDict = require("graft.odict")
 
@@ -24,6 +28,9 @@ local is_tensor = graft.is_tensor
 local None = graft.None
 
 local M = {}
+
+-- The dtypes a parameter may have (its state tensors take the same one).
+local FLOAT = { float32 = true, float64 = true, float16 = true, bfloat16 = true }
 
 ---------------------------------------------------------------------------------------
 -- Small helpers
@@ -418,9 +425,9 @@ function Optimizer:add_param_group(group)
       error(("%s: can't optimize a non-leaf Tensor (%s of param group %d)"):format(op, label, gi), 2)
     end
     local dt = p:dtype()
-    if dt ~= "float32" and dt ~= "float64" then
-      error(("%s: %s of param group %d is %s: graft's optimizers update float32 and float64 parameters")
-        :format(op, label, gi, dt), 2)
+    if not FLOAT[dt] then
+      error(("%s: %s of param group %d is %s: graft's optimizers update floating-point parameters (float32, "
+        .. "float64, float16, bfloat16)"):format(op, label, gi, dt), 2)
     end
     if seen[p] then
       error(("%s: param group %d contains %s twice"):format(op, gi, label), 2)
@@ -607,8 +614,6 @@ function Optimizer:state_dict()
   end
   return { state = state, param_groups = groups }
 end
-
-local FLOAT = { float32 = true, float64 = true, float16 = true, bfloat16 = true }
 
 -- The state tensors shaped like their parameter, in the order they are checked.
 local SHAPED = { "momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq", "square_avg", "grad_avg", "sum" }
