@@ -1,13 +1,15 @@
 /* graft CPU matrix products through OpenBLAS (float32/float64) and a blocked loop
  * (int64). A batch of small products runs as a parallel loop over batches, each BLAS
  * call then single-threaded (OpenBLAS's OpenMP build does so inside a parallel
- * region); large products let BLAS use the whole pool. */
+ * region); large products let BLAS use the whole pool. Skinny float products (a side
+ * of 16 or less) go to the kernels of gemm_small.c first, where they beat BLAS. */
 #include "cpu/gemm_cpu.h"
 
 #include <cblas.h>
 #include <limits.h>
 #include <string.h>
 
+#include "cpu/gemm_small.h"
 #include "tensor/iter.h"
 
 bool graft_cpu_blas_layout(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool *trans, int64_t *ld) {
@@ -40,8 +42,9 @@ typedef struct {
     int64_t lda, ldb;
 } gemm_layout;
 
-/* One product C (m x n, contiguous) = alpha A B + beta C. Vectors use gemv or dot. */
-#define GEMM_ONE(NAME, T, GEMM, GEMV, DOT)                                                             \
+/* One product C (m x n, contiguous) = alpha A B + beta C. Skinny products use the
+ * kernels of gemm_small.c when they win (SMALL returns true), vectors gemv or dot. */
+#define GEMM_ONE(NAME, T, GEMM, GEMV, DOT, SMALL)                                                      \
     static void NAME(const graft_gemm_args *g, const gemm_layout *L, const T *A, const T *B, T *C) {   \
         int m = (int)g->m, n = (int)g->n, k = (int)g->k;                                               \
         T alpha = (T)g->alpha, beta = (T)g->beta;                                                      \
@@ -49,6 +52,7 @@ typedef struct {
             for (int64_t i = 0; i < g->m * g->n; i++) C[i] = beta == 0 ? 0 : beta * C[i];             \
             return;                                                                                    \
         }                                                                                              \
+        if (SMALL(g, A, B, C)) return;                                                                 \
         if (m == 1 && n == 1) {                                                                        \
             T d = DOT(k, A, (int)(k > 1 ? g->a_cs : 1), B, (int)(k > 1 ? g->b_rs : 1));                \
             C[0] = alpha * d + (beta == 0 ? 0 : beta * C[0]);                                          \
@@ -66,8 +70,8 @@ typedef struct {
         }                                                                                              \
     }
 
-GEMM_ONE(gemm_one_f32, float, cblas_sgemm, cblas_sgemv, cblas_sdot)
-GEMM_ONE(gemm_one_f64, double, cblas_dgemm, cblas_dgemv, cblas_ddot)
+GEMM_ONE(gemm_one_f32, float, cblas_sgemm, cblas_sgemv, cblas_sdot, graft_cpu_gemm_small_f32)
+GEMM_ONE(gemm_one_f64, double, cblas_dgemm, cblas_dgemv, cblas_ddot, graft_cpu_gemm_small_f64)
 
 /* ---- int64: C = alpha A B + beta C with wrapping arithmetic ---- */
 

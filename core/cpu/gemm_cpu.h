@@ -1,7 +1,9 @@
 /* graft CPU matrix products: the engine behind core/ops/linalg.c (internal header).
  *
  * One batched call covers mm, bmm, matmul, mv, dot and addmm: float32/float64 go to
- * OpenBLAS (gemm, or gemv/dot when a side is a vector), int64 to a blocked loop.
+ * OpenBLAS (gemm, or gemv/dot when a side is a vector) unless one side is 16 or less
+ * and the product large enough (cpu/gemm_small.h: register-blocked loops that beat
+ * OpenBLAS on classifier heads), int64 to a blocked loop.
  * Operands are strided views; BLAS gets transposed layouts directly (see
  * graft_cpu_blas_layout), and the front end copies only what BLAS cannot read.
  */
