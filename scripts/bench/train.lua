@@ -2,7 +2,8 @@
 -- (momentum 0.9), float32, CPU, for one case per process so that the peak resident
 -- memory (VmHWM) is the case's own. Prints "key<TAB>value" lines that train.sh reads:
 -- step_ms (median of the timed steps), fwd_ms (frozen cases: a no_grad forward),
--- rss_start_kb (before the model is built), rss_ready_kb (model, data and optimizer
+-- step_mflop, gemm_mflop and gemm_ms (MLP cases: multiply-adds per step, and the
+-- step's largest product timed alone), rss_start_kb (before the model is built), rss_ready_kb (model, data and optimizer
 -- built), peak_kb (VmHWM at the end).
 --   build/graft scripts/bench/train.lua --case cnn [--steps 20] [--warmup 3]
 -- Cases: mlp64 mlp512 cnn resnet64 resnet224 frozen64 frozen224 transformer.
@@ -122,4 +123,20 @@ end
 out[#out + 1] = ("rss_start_kb\t%d"):format(rss_start)
 out[#out + 1] = ("rss_ready_kb\t%d"):format(rss_ready)
 out[#out + 1] = ("peak_kb\t%d"):format(status_kb("VmHWM"))
+if case:find("^mlp") then
+  -- The roofline inputs, after the peak is read (the products below are garbage until
+  -- collected): multiply-adds per step (forward, then the weight and input gradients;
+  -- the input itself needs none) and the rate of the step's largest product alone
+  -- (x W1^T, the forward of the first layer) through graft.mm.
+  local flops, widths, rows = 0, { 784, 256, 10 }, x:size(1)
+  for i = 1, #widths - 1 do
+    local mn = rows * widths[i] * widths[i + 1]
+    flops = flops + 2 * mn * (i == 1 and 2 or 3)
+  end
+  local w1 = net:state_dict()["0.weight"]
+  local gemm_ms = median_ms(function() return graft.mm(x, w1:t()) end, warmup, steps)
+  out[#out + 1] = ("step_mflop\t%.3f"):format(flops / 1e6)
+  out[#out + 1] = ("gemm_mflop\t%.3f"):format(2 * rows * widths[1] * widths[2] / 1e6)
+  out[#out + 1] = ("gemm_ms\t%.4f"):format(gemm_ms)
+end
 io.write(table.concat(out, "\n"), "\n")

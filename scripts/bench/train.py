@@ -1,6 +1,6 @@
 """Training-step benchmark, PyTorch side (issue 4): the same cases as train.lua, one per
 process, with the same "key<TAB>value" output (step_ms, step_cpu_ms, fwd_ms and fwd_cpu_ms
-for the frozen cases, rss_start_kb, rss_ready_kb, peak_kb). forward + backward + SGD step
+for the frozen cases, gemm_ms for the MLP cases, rss_start_kb, rss_ready_kb, peak_kb). forward + backward + SGD step
 (momentum 0.9), float32, CPU, torch.set_num_threads(BENCH_THREADS). The thread
 configuration (OpenMP wait policy, OpenBLAS threads) comes from the environment that
 train.sh sets.
@@ -121,3 +121,9 @@ if c["frozen"]:
 print("rss_start_kb\t%d" % rss_start)
 print("rss_ready_kb\t%d" % rss_ready)
 print("peak_kb\t%d" % status_kb("VmHWM"))
+if args.case.startswith("mlp"):
+    # the step's largest product alone (x W1^T), as train.lua times it
+    w1 = net[0].weight.detach()
+    with torch.no_grad():
+        print("gemm_ms\t%.4f" % median_ms(lambda: torch.mm(x, w1.t()), warmup, steps)[0])
+

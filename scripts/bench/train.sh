@@ -10,6 +10,8 @@
 # with OMP_WAIT_POLICY=passive and with OpenBLAS at one thread (the best of the three
 # is the reference); graft runs as shipped and with OMP_WAIT_POLICY=passive (one setting
 # for every case, no per-model tuning: the better of the two over all cases is used).
+# The MLP cases also print a roofline: the step's multiply-adds against the machine's peak
+# float32 FMA rate, measured in the run by scripts/bench/peak.c (built with cc).
 # Rounds: ROUNDS=n (1) repeats every run and keeps the fastest per configuration,
 # CASES="cnn mlp64" runs a subset.
 #   bash scripts/bench/train.sh          (from the repo root, after make)
@@ -51,6 +53,10 @@ for _ in $(seq "$ROUNDS"); do
     run torch passive "$c" env OMP_WAIT_POLICY=passive $PY scripts/bench/train.py
     run torch blas1 "$c" env OPENBLAS_NUM_THREADS=1 $PY scripts/bench/train.py
   done
+  # the machine's peak float32 multiply-add rate on the same threads (the roofline)
+  if [ -x "$tmp/peak" ] || ${CC:-cc} -O2 -march=native -fopenmp scripts/bench/peak.c -o "$tmp/peak" 2>/dev/null; then
+    OMP_NUM_THREADS=$BENCH_THREADS "$tmp/peak" | awk -F'\t' '{ print "peak\tmachine\t" $1 "\t" (-$2) }' >> "$tmp/all.txt"
+  fi
 done
 echo >&2
 
@@ -111,6 +117,36 @@ if #frozen > 0 then
     print(("%-33s graft %.2f ms / %.2f ms = %.2f (cpu %.2f)   torch %.2f ms / %.2f ms = %.2f"):format(LABEL[c] or c,
       g.step_ms, g.fwd_ms, g.step_ms / g.fwd_ms, g.step_cpu_ms / g.fwd_cpu_ms, t.step_ms, t.fwd_ms, t.step_ms / t.fwd_ms))
   end
+end
+-- Roofline for the MLP cases: nearly all of their work is multiply-adds, so the step
+-- can be no faster than its FLOPs at the machine's peak FMA rate (kept negated above,
+-- so that "smallest" is the best round).
+local peak = v.peak and v.peak.machine and -v.peak.machine.peak_gflops
+local mlps = {}
+for _, c in ipairs(cases) do
+  if v[c]["graft/" .. gcfg].step_mflop then mlps[#mlps + 1] = c end
+end
+if peak and #mlps > 0 then
+  print(("\nroofline: this machine's peak float32 multiply-add rate on %d threads, measured in this run"
+    .. " (scripts/bench/peak.c): %.0f GFLOP/s"):format(tonumber(os.getenv("BENCH_THREADS")) or 2, peak))
+  print(("%-33s %6s %8s | %-15s %-15s | %-8s %-14s | %s"):format("case", "MFLOP", "floor ms", "graft (of peak)",
+    "torch (of peak)", "ceiling", "goal needs", "x W1^T alone: graft / torch GFLOP/s"))
+  for _, c in ipairs(mlps) do
+    local r, g = v[c], v[c]["graft/" .. gcfg]
+    local best = math.huge
+    for _, cfg in ipairs(TORCH) do best = math.min(best, r["torch/" .. cfg].step_ms) end
+    local gemm_t = math.huge
+    for _, cfg in ipairs(TORCH) do gemm_t = math.min(gemm_t, r["torch/" .. cfg].gemm_ms or math.huge) end
+    local floor = g.step_mflop / peak -- ms
+    local pct = function(ms) return ("%.2f (%2.0f%%)"):format(ms, 100 * floor / ms) end
+    local goal = GOAL[c] or 1
+    print(("%-33s %6.0f %8.2f | %-15s %-15s | %6.2fx  %3.0f%% of peak | %.0f (%.0f%%) / %.0f (%.0f%%)"):format(
+      LABEL[c] or c, g.step_mflop, floor, pct(g.step_ms), pct(best), best / floor, 100 * floor * goal / best,
+      g.gemm_mflop / g.gemm_ms, 100 * g.gemm_mflop / g.gemm_ms / peak, g.gemm_mflop / gemm_t,
+      100 * g.gemm_mflop / gemm_t / peak))
+  end
+  print("floor: the step's multiply-adds at the peak rate; ceiling: the best ratio any implementation could"
+    .. " reach\nagainst this PyTorch time; goal needs: the share of peak the whole step must run at for the goal.")
 end
 print("\nevery configuration, ms per step (wall):")
 print(("%-33s %13s %13s | %13s %13s %13s"):format("case", "graft default", "graft passive", "torch default",
