@@ -22,9 +22,6 @@
 #include "tensor/iter.h"
 #include "cuda/optim.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #ifdef __F16C__
 #include <immintrin.h>
 #endif
@@ -288,45 +285,24 @@ static inline float h_lerp(float m, float g, float lw, bool small, bool bf) {
  * its scalar tail; otherwise as graft_loop_fn. */
 typedef void (*opt_loop16_fn)(char **d, const int64_t *s, int64_t n, int64_t nvec, const void *ctx);
 
-/* Runs fn over elements [begin, end) of the coalesced iteration (iter.c's walk), telling
- * each run how much of it lies in the first `body` elements of its innermost row. */
-static void opt_range16(const graft_iter *it, int64_t begin, int64_t end, int64_t body, opt_loop16_fn fn,
-                        const void *ctx) {
-    int64_t idx[GRAFT_MAX_DIMS];
-    char *ptr[GRAFT_ITER_MAX_OPS];
-    int64_t rem = begin;
-    for (int d = 0; d < it->ndim; d++) {
-        idx[d] = rem % it->shape[d];
-        rem /= it->shape[d];
-    }
-    for (int k = 0; k < it->nops; k++) {
-        ptr[k] = it->data[k];
-        for (int d = 0; d < it->ndim; d++) ptr[k] += idx[d] * it->strides[d][k];
-    }
-    const int64_t *inner = it->strides[0];
-    int64_t pos = begin;
-    while (pos < end) {
-        int64_t count = it->shape[0] - idx[0];
-        if (count > end - pos) count = end - pos;
-        int64_t nvec = body - idx[0];
-        fn(ptr, inner, count, nvec < 0 ? 0 : (nvec > count ? count : nvec), ctx);
-        pos += count;
-        if (pos >= end) break;
-        for (int k = 0; k < it->nops; k++) ptr[k] += count * inner[k];
-        idx[0] += count;
-        for (int d = 0; d < it->ndim - 1 && idx[d] == it->shape[d]; d++) {
-            idx[d] = 0;
-            idx[d + 1]++;
-            for (int k = 0; k < it->nops; k++) ptr[k] += it->strides[d + 1][k] - it->shape[d] * it->strides[d][k];
-        }
-    }
-}
-
 /* The vector body of each innermost row of a bfloat16 iteration (0: all scalar tail). */
 static int64_t opt_bf16_body(const graft_iter *it) {
     for (int k = 0; k < it->nops; k++)
         if (it->strides[0][k] != 2) return 0;
     return it->shape[0] - it->shape[0] % GRAFT_OPTIM_BF16_BLOCK;
+}
+
+typedef struct {
+    opt_loop16_fn fn;
+    const void *ctx;
+    int64_t body;
+} opt_rows16;
+
+/* One run of graft_iter_run_rows: how much of it lies in its row's first `body` elements. */
+static void opt_row16(char **d, const int64_t *s, int64_t n, int64_t row_pos, void *vc) {
+    const opt_rows16 *r = vc;
+    int64_t nvec = r->body - row_pos;
+    r->fn(d, s, n, nvec < 0 ? 0 : (nvec > n ? n : nvec), r->ctx);
 }
 
 /* opt_run for 16-bit parameters (graft_iter_run's split across threads; the split does
@@ -335,22 +311,8 @@ static graft_status opt_run16(graft_tensor **ops, int nops, const graft_tensor *
     graft_iter it;
     graft_status st = graft_iter_init(&it, nops, ops, p->ndim, p->shape);
     if (st) return st;
-    if (it.numel <= 0) return GRAFT_OK;
-    int64_t body = p->dtype == GRAFT_BF16 ? opt_bf16_body(&it) : 0;
-#ifdef _OPENMP
-    if (graft_should_parallelize(it.numel)) {
-        #pragma omp parallel
-        {
-            int t = omp_get_thread_num(), T = omp_get_num_threads();
-            int64_t chunk = ((it.numel + T - 1) / T + 15) & ~(int64_t)15;
-            int64_t b = (int64_t)t * chunk, e = b + chunk;
-            if (e > it.numel) e = it.numel;
-            if (b < e) opt_range16(&it, b, e, body, fn, ctx);
-        }
-        return GRAFT_OK;
-    }
-#endif
-    opt_range16(&it, 0, it.numel, body, fn, ctx);
+    opt_rows16 r = {fn, ctx, p->dtype == GRAFT_BF16 && it.numel > 0 ? opt_bf16_body(&it) : 0};
+    graft_iter_run_rows(&it, opt_row16, &r);
     return GRAFT_OK;
 }
 

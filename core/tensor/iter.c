@@ -71,8 +71,10 @@ graft_status graft_iter_init(graft_iter *it, int nops, graft_tensor *const *ops,
     return GRAFT_OK;
 }
 
-/* Runs elements [begin, end) of the flattened iteration. */
-static void iter_range(const graft_iter *it, int64_t begin, int64_t end, graft_loop_fn fn, void *ctx) {
+/* Runs elements [begin, end) of the flattened iteration through fn, or through rfn
+ * (told each run's position in its innermost row) when fn is NULL. */
+static void iter_range(const graft_iter *it, int64_t begin, int64_t end, graft_loop_fn fn, graft_row_loop_fn rfn,
+                       void *ctx) {
     int64_t idx[GRAFT_MAX_DIMS];
     char *ptr[GRAFT_ITER_MAX_OPS];
     int64_t rem = begin;
@@ -90,7 +92,8 @@ static void iter_range(const graft_iter *it, int64_t begin, int64_t end, graft_l
     while (pos < end) {
         int64_t count = it->shape[0] - idx[0];
         if (count > end - pos) count = end - pos;
-        fn(ptr, inner, count, ctx);
+        if (fn) fn(ptr, inner, count, ctx);
+        else rfn(ptr, inner, count, idx[0], ctx);
         pos += count;
         if (pos >= end) break;
         /* advance: inner dim wraps to 0, carry into outer dims */
@@ -106,10 +109,10 @@ static void iter_range(const graft_iter *it, int64_t begin, int64_t end, graft_l
 }
 
 void graft_iter_run_serial(const graft_iter *it, graft_loop_fn fn, void *ctx) {
-    if (it->numel > 0) iter_range(it, 0, it->numel, fn, ctx);
+    if (it->numel > 0) iter_range(it, 0, it->numel, fn, NULL, ctx);
 }
 
-void graft_iter_run(const graft_iter *it, graft_loop_fn fn, void *ctx) {
+static void iter_run(const graft_iter *it, graft_loop_fn fn, graft_row_loop_fn rfn, void *ctx) {
     if (it->numel <= 0) return;
 #ifdef _OPENMP
     if (graft_should_parallelize(it->numel)) {
@@ -121,13 +124,17 @@ void graft_iter_run(const graft_iter *it, graft_loop_fn fn, void *ctx) {
             int64_t chunk = ((it->numel + T - 1) / T + 15) & ~(int64_t)15;
             int64_t b = (int64_t)t * chunk, e = b + chunk;
             if (e > it->numel) e = it->numel;
-            if (b < e) iter_range(it, b, e, fn, ctx);
+            if (b < e) iter_range(it, b, e, fn, rfn, ctx);
         }
         return;
     }
 #endif
-    iter_range(it, 0, it->numel, fn, ctx);
+    iter_range(it, 0, it->numel, fn, rfn, ctx);
 }
+
+void graft_iter_run(const graft_iter *it, graft_loop_fn fn, void *ctx) { iter_run(it, fn, NULL, ctx); }
+
+void graft_iter_run_rows(const graft_iter *it, graft_row_loop_fn fn, void *ctx) { iter_run(it, NULL, fn, ctx); }
 
 /* OpenBLAS built for OpenMP (libopenblas0-openmp) follows omp_set_num_threads; the
  * explicit call covers the pthreads build too. */

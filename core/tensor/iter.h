@@ -42,6 +42,12 @@ graft_status graft_iter_init(graft_iter *it, int nops, graft_tensor *const *ops,
 void graft_iter_run(const graft_iter *it, graft_loop_fn fn, void *ctx);
 /* Runs fn over every element on this thread (for loops with side effects such as RNG). */
 void graft_iter_run_serial(const graft_iter *it, graft_loop_fn fn, void *ctx);
+/* A loop that also learns where its run starts in the innermost row (0 .. shape[0] - 1),
+ * for arithmetic that depends on the position (the 16-bit optimizers mirror PyTorch's
+ * vector body and scalar tail). */
+typedef void (*graft_row_loop_fn)(char **data, const int64_t *strides, int64_t n, int64_t row_pos, void *ctx);
+/* graft_iter_run for such loops: the same split across threads. */
+void graft_iter_run_rows(const graft_iter *it, graft_row_loop_fn fn, void *ctx);
 
 /* Threads: the OpenMP pool size, applied to OpenBLAS too. */
 void graft_set_num_threads(int n);
