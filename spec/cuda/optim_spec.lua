@@ -106,15 +106,6 @@ local CONFIGS = {
   { "Adagrad", { lr = 0.1, maximize = true } },
 }
 
-local function describe_cfg(cfg)
-  local keys = {}
-  for k, v in pairs(cfg[2]) do
-    keys[#keys + 1] = k .. "=" .. (type(v) == "table" and ("{" .. table.concat(v, ",") .. "}") or tostring(v))
-  end
-  table.sort(keys)
-  return cfg[1] .. "{" .. table.concat(keys, " ") .. "}"
-end
-
 local function opts_with(base, extra)
   local o = {}
   for k, v in pairs(base) do o[k] = v end
@@ -126,7 +117,7 @@ C.describe("optimizers on cuda match the CPU bit for bit", function()
   for _, cfg in ipairs(CONFIGS) do
     for _, dtype in ipairs(C.FLOATS) do
       for _, numerics in ipairs({ "2.x", "1.13" }) do
-        it(("%s, %s, numerics %s"):format(describe_cfg(cfg), dtype, numerics), function()
+        it(("%s, %s, numerics %s"):format(P.describe(cfg), dtype, numerics), function()
           local cpu, cuda = make_params(dtype)
           local oc = optim[cfg[1]](cpu, opts_with(cfg[2], { numerics = numerics }))
           local od = optim[cfg[1]](cuda, opts_with(cfg[2], { numerics = numerics }))

@@ -8,6 +8,7 @@
 local graft = require("graft")
 local optim = require("graft.optim")
 local H = require("spec.helpers")
+local P = require("spec.optim.problem")
 
 local fx = H.fixture("optim_half/trajectories")
 local F = graft.F
@@ -344,15 +345,6 @@ local REF_CONFIGS = {
     maximize = true } },
 }
 
-local function describe_cfg(cfg)
-  local keys = {}
-  for k, v in pairs(cfg[2]) do
-    keys[#keys + 1] = k .. "=" .. (type(v) == "table" and ("{" .. table.concat(v, ",") .. "}") or tostring(v))
-  end
-  table.sort(keys)
-  return cfg[1] .. "{" .. table.concat(keys, " ") .. "}"
-end
-
 -- Gradient of step s for a parameter of `shape`: normal values with every seventh one
 -- tiny (float16 products then fall among the subnormals), in dt.
 local function grad_of(shape, dt, s, k)
@@ -367,7 +359,7 @@ describe("16-bit optimizers against the reference arithmetic", function()
   for _, dt in ipairs({ "bfloat16", "float16" }) do
     for _, numerics in ipairs({ "2.x", "1.13" }) do
       for _, cfg in ipairs(REF_CONFIGS) do
-        it(("%s, %s, numerics %s: 5 steps, every layout, bit-identical"):format(describe_cfg(cfg), dt, numerics),
+        it(("%s, %s, numerics %s: 5 steps, every layout, bit-identical"):format(P.describe(cfg), dt, numerics),
           function()
             local bf = dt == "bfloat16"
             local ps, refs, vecs = {}, {}, {}

@@ -22,6 +22,16 @@ function P.params(dtype)
   return ps
 end
 
+-- A test title for a config {name, options}: "Adam{amsgrad=true lr=0.1}" (keys sorted).
+function P.describe(cfg)
+  local keys = {}
+  for k, v in pairs(cfg[2]) do
+    keys[#keys + 1] = k .. "=" .. (type(v) == "table" and ("{" .. table.concat(v, ",") .. "}") or tostring(v))
+  end
+  table.sort(keys)
+  return cfg[1] .. "{" .. table.concat(keys, " ") .. "}"
+end
+
 -- Sets each parameter's grad for step s (1-based), as the generator does.
 function P.set_grads(ps, s)
   local noise = prob.noise[(s - 1) % 4 + 1]
