@@ -118,6 +118,46 @@ describe("graft.models: loading", function()
     assert.are.equal("fc.weight", keys[#keys - 1])
     assert.are.same({ 10, 512 }, m.fc.weight:shape())
   end)
+
+  it("replacing the stem takes other channel counts (grey-scale resnet18, vgg11_bn, mobilenet_v2)", function()
+    local sd = models.resnet18({ num_classes = 10 }):state_dict()
+    local net = models.resnet18({ num_classes = 10, init = false })
+    net.conv1 = nn.Conv2d(1, 64, 7, { stride = 2, padding = 3, bias = false })
+    local report = net:load_pretrained(sd, { on_mismatch = { ["conv1.weight"] = graft.adapt.input_channels(1) } })
+    assert.is_truthy(report)
+    -- adapt.input_channels(1) sums the RGB filters: a grey image x gives what the RGB
+    -- net gives for the image repeated on three channels
+    local rgb = models.resnet18({ num_classes = 10, init = false })
+    rgb:load_state_dict(sd)
+    net:eval()
+    rgb:eval()
+    local x = graft.randn(2, 1, 32, 32)
+    assert.tensor_near(net(x), rgb(x:expand(2, 3, 32, 32)), { rtol = 1e-4, atol = 1e-5 })
+    local vgg = models.vgg11_bn({ num_classes = 4, init = false })
+    vgg.features[1] = nn.Conv2d(1, 64, 3, { padding = 1 })
+    assert.are.same({ 1, 4 }, vgg:eval()(graft.randn(1, 1, 32, 32)):shape())
+    local mb = models.mobilenet_v2({ num_classes = 4, init = false })
+    mb.features[1][1] = nn.Conv2d(2, 32, 3, { stride = 2, padding = 1, bias = false })
+    assert.are.same({ 1, 4 }, mb:eval()(graft.randn(1, 2, 32, 32)):shape())
+    -- a wrong channel count is the stem's error, with its path
+    H.raises("in conv1 (nn.Conv2d): Conv2d(1, 64): expected input with 1 channels, got [2, 3, 32, 32]", net,
+      graft.randn(2, 3, 32, 32))
+    H.raises("ResNet: expected images [N, C, H, W], got [3, 32, 32]", net, graft.randn(3, 32, 32))
+  end)
+
+  it("refuses options it does not know, instead of building a random model", function()
+    H.raises('resnet18: unknown option "pretrained" (graft downloads nothing: weights = "resnet18.pth" loads',
+      models.resnet18, { num_classes = 10, pretrained = true })
+    H.raises('resnet50: unknown option "in_channels"; the options are num_classes, zero_init_residual, dtype, init, '
+      .. "weights, strict", models.resnet50, { in_channels = 1 })
+    H.raises('vgg11_bn: unknown option "num_class"', models.vgg11_bn, { num_class = 10 })
+    H.raises('mobilenet_v2: unknown option "widthmult"', models.mobilenet_v2, { widthmult = 0.5 })
+    H.raises('mlp: unknown option "activations"', models.mlp, { 4, 2 }, { activations = nn.Tanh })
+    H.raises('small_cnn: unknown option "channels"', models.small_cnn, { channels = 3 })
+    H.raises('transformer_classifier: unknown option "heads"', models.transformer_classifier,
+      { vocab_size = 10, heads = 2 })
+    assert.are.same({ 2, 3 }, models.small_cnn({ in_channels = 3, num_classes = 3 })(graft.randn(2, 3, 28, 28)):shape())
+  end)
 end)
 
 -- Tolerances: rtol 1e-4 relative to the largest magnitude of the compared values.

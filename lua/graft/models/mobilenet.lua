@@ -94,8 +94,8 @@ function MobileNetV2:__init(o)
 end
 
 function MobileNetV2:forward(x)
-  if not graft.is_tensor(x) or x:dim() ~= 4 or x:size(2) ~= 3 then
-    error(("MobileNetV2: expected images [N, 3, H, W], got %s"):format(
+  if not graft.is_tensor(x) or x:dim() ~= 4 then -- channels: the first conv checks them
+    error(("MobileNetV2: expected images [N, C, H, W], got %s"):format(
       graft.is_tensor(x) and nn.shape_str(x) or type(x)), 0)
   end
   x = self.features(x)
@@ -104,7 +104,8 @@ function MobileNetV2:forward(x)
 end
 
 function Mb.mobilenet_v2(o)
-  return util.build(function(oo) return MobileNetV2(oo) end, o, "mobilenet_v2")
+  return util.build(function(oo) return MobileNetV2(oo) end, o, "mobilenet_v2",
+    { "num_classes", "width_mult", "round_nearest", "inverted_residual_setting", "dropout" })
 end
 
 return Mb

@@ -113,8 +113,9 @@ function ResNet:_make_layer(block, planes, blocks, stride, o)
 end
 
 function ResNet:forward(x)
-  if not graft.is_tensor(x) or x:dim() ~= 4 or x:size(2) ~= 3 then
-    error(("ResNet: expected images [N, 3, H, W], got %s"):format(
+  -- the channel count is conv1's to check: a replaced stem takes what it takes
+  if not graft.is_tensor(x) or x:dim() ~= 4 then
+    error(("ResNet: expected images [N, C, H, W], got %s"):format(
       graft.is_tensor(x) and nn.shape_str(x) or type(x)), 0)
   end
   x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -123,15 +124,17 @@ function ResNet:forward(x)
   return self.fc(x)
 end
 
-local function make(block, counts)
+local OPTIONS = { "num_classes", "zero_init_residual" }
+
+local function make(name, block, counts)
   return function(o)
-    return util.build(function(oo) return ResNet(block, counts, oo) end, o, "resnet")
+    return util.build(function(oo) return ResNet(block, counts, oo) end, o, name, OPTIONS)
   end
 end
 
-R.resnet18 = make(BasicBlock, { 2, 2, 2, 2 })
-R.resnet34 = make(BasicBlock, { 3, 4, 6, 3 })
-R.resnet50 = make(Bottleneck, { 3, 4, 6, 3 })
-R.resnet101 = make(Bottleneck, { 3, 4, 23, 3 })
+R.resnet18 = make("resnet18", BasicBlock, { 2, 2, 2, 2 })
+R.resnet34 = make("resnet34", BasicBlock, { 3, 4, 6, 3 })
+R.resnet50 = make("resnet50", Bottleneck, { 3, 4, 6, 3 })
+R.resnet101 = make("resnet101", Bottleneck, { 3, 4, 23, 3 })
 
 return R

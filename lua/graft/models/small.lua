@@ -19,7 +19,7 @@ function S.small_cnn(o)
       nn.Flatten(),
       nn.Linear(1600, 128, d), nn.ReLU(),
       nn.Linear(128, oo.num_classes or 10, d))
-  end, o, "small_cnn")
+  end, o, "small_cnn", { "in_channels", "num_classes" })
 end
 
 -- mlp(sizes [, {activation = nn.ReLU, dropout = 0, dtype}]): Linear layers between
@@ -40,7 +40,7 @@ function S.mlp(sizes, o)
       end
     end
     return nn.Sequential(list)
-  end, o, "mlp")
+  end, o, "mlp", { "activation", "dropout" })
 end
 
 local TransformerClassifier = nn.Module:extend("TransformerClassifier", { typename = "models.TransformerClassifier" })
@@ -97,7 +97,9 @@ function TransformerClassifier:forward(tokens)
 end
 
 function S.transformer_classifier(o)
-  return util.build(function(oo) return TransformerClassifier(oo) end, o, "transformer_classifier")
+  return util.build(function(oo) return TransformerClassifier(oo) end, o, "transformer_classifier", { "vocab_size",
+    "num_classes", "d_model", "nhead", "num_layers", "dim_feedforward", "max_len", "dropout", "padding_idx",
+    "norm_first", "activation" })
 end
 
 return S

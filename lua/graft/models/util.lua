@@ -5,13 +5,39 @@ local nn = require("graft.nn")
 
 local U = {}
 
--- build(ctor, opts, name): ctor(opts) under nn.skip_init when opts.init == false or
--- weights are given; then the weights loaded with strict = true.
-function U.build(ctor, o, name)
+-- Options every constructor takes.
+local COMMON = { "dtype", "init", "weights", "strict" }
+
+-- An unknown option is an error, not a silently random model: `pretrained = true`
+-- (torchvision's old spelling) would otherwise build one.
+local function check_options(o, name, known)
+  local ok = {}
+  for _, k in ipairs(COMMON) do ok[k] = true end
+  for _, k in ipairs(known) do ok[k] = true end
+  for k in pairs(o) do
+    if not ok[k] then
+      local names = {}
+      for _, n in ipairs(known) do names[#names + 1] = n end
+      for _, n in ipairs(COMMON) do names[#names + 1] = n end
+      local hint = ""
+      if k == "pretrained" or k == "progress" then
+        hint = " (graft downloads nothing: weights = \"resnet18.pth\" loads a checkpoint file or a state dict)"
+      end
+      error(("%s: unknown option %q%s; the options are %s"):format(name, tostring(k), hint,
+        table.concat(names, ", ")), 4)
+    end
+  end
+end
+
+-- build(ctor, opts, name, known): ctor(opts) under nn.skip_init when opts.init == false
+-- or weights are given; then the weights loaded with strict = true. known: the option
+-- names the model takes besides dtype, init, weights and strict.
+function U.build(ctor, o, name, known)
   if o ~= nil and type(o) ~= "table" then
     error(("%s: options must be a table, got %s"):format(name, type(o)), 3)
   end
   o = o or {}
+  check_options(o, name, known or {})
   local model
   if o.init == false or o.weights ~= nil then
     model = nn.skip_init(ctor, o)

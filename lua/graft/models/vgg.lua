@@ -60,15 +60,15 @@ function VGG:__init(features, o)
 end
 
 function VGG:forward(x)
-  if not graft.is_tensor(x) or x:dim() ~= 4 or x:size(2) ~= 3 then
-    error(("VGG: expected images [N, 3, H, W], got %s"):format(graft.is_tensor(x) and nn.shape_str(x) or type(x)), 0)
+  if not graft.is_tensor(x) or x:dim() ~= 4 then -- channels: the first conv checks them
+    error(("VGG: expected images [N, C, H, W], got %s"):format(graft.is_tensor(x) and nn.shape_str(x) or type(x)), 0)
   end
   x = self.avgpool(self.features(x)):flatten(2)
   return self.classifier(x)
 end
 
 function V.vgg11_bn(o)
-  return util.build(function(oo) return VGG(make_layers(CFG.A, true, oo), oo) end, o, "vgg11_bn")
+  return util.build(function(oo) return VGG(make_layers(CFG.A, true, oo), oo) end, o, "vgg11_bn", { "num_classes", "dropout" })
 end
 
 return V
