@@ -76,7 +76,7 @@ do
   local sd, n = state.strip_prefix(ckpt.state_dict, "module.")
   print(("   graft.state.strip_prefix changed %d keys"):format(n))
   try(function() net:load_state_dict(sd, { strict = false }) end)
-  print("   a size mismatch is an error even with strict = false (PyTorch's rule, the seed's 报错).")
+  print("   a size mismatch is an error even with strict = false (PyTorch's rule).")
 end
 
 section("3. keeping the keys the model has",

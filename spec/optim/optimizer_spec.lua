@@ -409,7 +409,7 @@ describe("groups from a model", function()
       fake_model(named_list()), { no_decay = 3 })
   end)
 
-  it("param_groups: first match wins, overrides and multipliers, frozen parameters left out", function()
+  it("param_groups: first match wins, overrides and multipliers, frozen parameters kept in their group", function()
     local list = named_list()
     list[1][2].requires_grad = false -- embed frozen
     local groups = optim.param_groups(fake_model(list), {
@@ -426,13 +426,46 @@ describe("groups from a model", function()
     assert.are.equal(0, groups[2].weight_decay)
     assert.are.same({ "blocks.1.fc.weight" }, groups[3].param_names)
     assert.are.equal(0.5, groups[3].momentum)
-    assert.are.same({ "blocks.0.fc.weight" }, groups[4].param_names)
+    -- the frozen embedding is in the catch-all's group, as in a PyTorch list of tensors
+    assert.are.same({ "embed.weight", "blocks.0.fc.weight" }, groups[4].param_names)
     local opt = optim.SGD(groups)
     assert.are.equal(0.9, opt.param_groups[4].momentum)
     assert.are.equal(0.1, opt.param_groups[4].weight_decay)
     local text = opt:describe({ print = false })
-    assert.is_truthy(text:find("left out (frozen when the groups were built): 1 tensors, 16 parameters: embed.weight", 1, true), text)
+    assert.is_falsy(text:find("left out", 1, true), text)
     assert.is_truthy(text:find("blocks.*.norm.weight (2)", 1, true), text)
+    -- a frozen parameter no rule matches stays out (and describe says so); a trainable
+    -- one is an error
+    groups = optim.param_groups(fake_model(list), { { "^blocks" }, { "^head" } })
+    assert.are.equal(2, #groups)
+    text = optim.SGD(groups):describe({ print = false })
+    assert.is_truthy(text:find("left out (frozen when the groups were built): 1 tensors, 16 parameters: embed.weight", 1, true), text)
+    list[1][2].requires_grad = true
+    H.raises('param_groups: 1 trainable parameters match no rule: "embed.weight"', optim.param_groups,
+      fake_model(list), { { "^blocks" }, { "^head" } })
+  end)
+
+  it("param_groups built while the backbone is frozen: group positions stay, unfreezing trains it", function()
+    local nn = require("graft.nn")
+    local net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    net:freeze("^0%.")
+    local opt = optim.SGD(optim.param_groups(net, { { "^2%.", lr = 0.1 }, { "^0%.", lr = 0.05 } }), { momentum = 0.9 })
+    assert.are.equal(2, #opt.param_groups)
+    assert.are.same({ "0.weight", "0.bias" }, opt.param_groups[2].param_names)
+    local x = graft.randn(5, 3)
+    local function step()
+      opt:zero_grad()
+      net(x):pow(2):sum():backward()
+      opt:step()
+    end
+    local w0 = net[1].weight:clone()
+    step()
+    assert.tensor_near(net[1].weight, w0, { rtol = 0, atol = 0 }) -- frozen: no grad, skipped
+    net:unfreeze("^0%.")
+    step()
+    -- the first step with a grad: momentum buffer = grad, w = w0 - 0.05 grad
+    local g = net[1].weight.grad
+    assert.tensor_near(net[1].weight, w0 - g * 0.05, { rtol = 1e-6, atol = 1e-7 })
   end)
 
   it("param_groups resolves multipliers against the optimizer's defaults when it has no base", function()

@@ -1340,7 +1340,7 @@ local function build_groups(op, entries, rules, defaults, what)
     if hit then
       local list = members[hit]
       list[#list + 1] = e
-    else
+    elseif e.p.requires_grad then -- a frozen parameter no rule takes stays out
       unmatched[#unmatched + 1] = e.name or "?"
     end
   end
@@ -1430,8 +1430,11 @@ local function trainable_entries(op, model)
 end
 
 -- optim.param_groups(net, rules [, defaults]) -> groups for an optimizer constructor.
--- rules: ordered; each {selector, overrides...}; the first rule that matches a trainable
--- parameter takes it (frozen parameters are left out). Overrides are hyperparameters
+-- rules: ordered; each {selector, overrides...}; the first rule that matches a parameter
+-- takes it. A frozen parameter joins its rule's group too, as in PyTorch's explicit
+-- lists (the step skips it while it has no grad; unfreezing it later trains it, and group
+-- positions do not depend on what is frozen); one that no rule matches is left out
+-- (opt:describe() lists it), a trainable one is an error. Overrides are hyperparameters
 -- (lr = 1e-3, momentum = 0.9, ...) or multipliers of the defaults (lr_mult, wd_mult).
 -- defaults: hyperparameters for every group, and no_decay ("bias_and_norm", a pattern, a
 -- list of patterns or a function) to split each rule's parameters into a decayed group
@@ -1444,8 +1447,8 @@ end
 --   }, {lr = 1e-4, weight_decay = 0.05, no_decay = "bias_and_norm"})
 --   local opt = optim.AdamW(groups)
 function M.param_groups(model, rules, defaults)
-  local entries, all = trainable_entries("param_groups", model)
-  local groups = build_groups("param_groups", entries, rules, defaults)
+  local _, all = trainable_entries("param_groups", model)
+  local groups = build_groups("param_groups", all, rules, defaults)
   MODEL_ENTRIES[groups] = all
   return groups
 end
@@ -1453,7 +1456,8 @@ end
 -- optim.layer_decay(net, blocks, {base_lr =, decay = [, weight_decay =, no_decay =, ...]})
 -- -> groups with layer-wise learning-rate decay: blocks lists selectors from input to
 -- output; block i of n gets base_lr * decay^(n - i) (the last block base_lr). A parameter
--- takes the first block that matches it; one that matches none is an error.
+-- takes the first block that matches it (a frozen one too, as in param_groups); a
+-- trainable parameter that matches none is an error.
 function M.layer_decay(model, blocks, opts)
   local op = "layer_decay"
   if type(blocks) ~= "table" or getmetatable(blocks) ~= nil or #blocks == 0 then
@@ -1473,8 +1477,8 @@ function M.layer_decay(model, blocks, opts)
   for i, sel in ipairs(blocks) do
     rules[i] = { sel, lr = base * decay ^ (n - i) }
   end
-  local entries, all = trainable_entries(op, model)
-  local groups = build_groups(op, entries, rules, defaults, "block")
+  local _, all = trainable_entries(op, model)
+  local groups = build_groups(op, all, rules, defaults, "block")
   MODEL_ENTRIES[groups] = all
   return groups
 end
