@@ -80,10 +80,14 @@ local function make_formatter(values, floating, is_bool)
       fmt = function(v) return special(v) or string.format("%.4f", v) end
     end
   end
+  -- the column width: of every value for integers; for floats, of the nonzero finite
+  -- values only, as PyTorch measures them (nan, inf and 0. may stick out or pad less)
   local width = 1
   for _, v in ipairs(values) do
-    local s = fmt(v)
-    if #s > width then width = #s end
+    if not floating or (is_finite(v) and v ~= 0) then
+      local s = fmt(v)
+      if #s > width then width = #s end
+    end
   end
   return fmt, width
 end
