@@ -80,6 +80,12 @@ graft_status graft_nn_class_loss_prepare(graft_nn_class_loss *a, graft_tensor *x
     if (a->probs) {
         ok = target->ndim == x->ndim;
         for (int d = 0; ok && d < x->ndim; d++) ok = target->shape[d] == x->shape[d];
+        /* a float target shaped like class indices: the dtype is the mistake */
+        if (!ok && x->ndim >= 2 && target->ndim == x->ndim - 1)
+            return graft_error(GRAFT_ETYPE, "%s: class-index targets must be integers (int64), got %s of shape %s "
+                               "(probability targets have the input's shape %s; convert labels with :long())", op,
+                               graft_dtype_name(target->dtype), graft_shape_str(target->ndim, target->shape, s1, sizeof s1),
+                               graft_shape_str(x->ndim, x->shape, s2, sizeof s2));
     } else {
         /* x's shape without the class dim */
         ok = target->ndim == (x->ndim == 1 ? 0 : x->ndim - 1);

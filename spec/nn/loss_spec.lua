@@ -87,4 +87,13 @@ describe("loss errors", function()
     H.raises("nll_loss: target 12 is out of bounds for 10 classes", F.nll_loss, xr, I({ 1, 12, 0 }))
     H.raises("cross_entropy: target [8] does not match input [3, 10]", F.cross_entropy, xr, I({ 1, 2, 3, 4, 5, 6, 7, 8 }))
   end)
+
+  it("says the dtype is wrong when float labels are shaped like class indices", function()
+    H.raises("cross_entropy: class-index targets must be integers (int64), got float32 of shape [4] (probability "
+      .. "targets have the input's shape [4, 3]; convert labels with :long())", F.cross_entropy, graft.randn(4, 3),
+      graft.tensor({ 0, 1, 2, 1 }, { dtype = "float32" }))
+    -- probabilities of the wrong shape keep the shape message
+    H.raises("cross_entropy: target [4, 2] does not match input [4, 3]", F.cross_entropy, graft.randn(4, 3),
+      graft.rand(4, 2))
+  end)
 end)
