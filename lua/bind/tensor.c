@@ -117,8 +117,8 @@ int lg_check_dim(lua_State *L, int idx, int ndim, const char *op) {
 
 int64_t lg_index(lua_State *L, lua_Integer i, int64_t size, const char *op) {
     if (i == 0 || i > size || i < -size)
-        return lg_errorf(L, "%s: index %lld is out of range for a dim of size %lld", op, (long long)i,
-                          (long long)size);
+        return lg_errorf(L, "%s: index %lld is out of range for a dim of size %lld%s", op, (long long)i,
+                          (long long)size, i == 0 ? " (positions are 1-based; -1 is the last)" : "");
     return i > 0 ? i - 1 : i + size;
 }
 

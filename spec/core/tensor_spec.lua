@@ -213,7 +213,9 @@ describe("storage, views and copies", function()
   it("select errors name the index and the size", function()
     local t = graft.zeros(3)
     H.raises("select: index 4 is out of range for a dim of size 3", function() return t[4] end)
-    H.raises("select: index 0 is out of range", function() return t[0] end)
+    H.raises("select: index 0 is out of range for a dim of size 3 (positions are 1-based; -1 is the last)",
+      function() return t[0] end)
+    H.raises("narrow: index 0 is out of range for a dim of size 3 (positions are 1-based", t.narrow, t, 1, 0, 2)
     assert.are.equal(0, t[-3]:item())
   end)
 
