@@ -19,7 +19,12 @@ enum { HAS_ERROR = 1, HAS_I = 2, HAS_V = 4, HAS_E = 8, HAS_HELP = 16, HAS_VERSIO
 static void main_usage(FILE *f) {
     fprintf(f,
             "usage: " MAIN_NAME " [options] [script [args]]\n"
-            "       " MAIN_NAME " COMMAND [args]   (when the module graft.cli.COMMAND exists)\n"
+            "       " MAIN_NAME " COMMAND [args]\n"
+            "Commands (" MAIN_NAME " COMMAND --help for each; any module graft.cli.NAME is one):\n"
+            "  inspect   list the tensors of a checkpoint (.pth, .pt, .bin, .safetensors)\n"
+            "  convert   convert a checkpoint between PyTorch's format and safetensors\n"
+            "  diff      compare two checkpoints key by key\n"
+            "  plot      draw a metrics file (.csv, .jsonl) with gnuplot\n"
             "Available options are:\n"
             "  -e stat   execute string 'stat'\n"
             "  -i        enter interactive mode after executing 'script'\n"
@@ -31,7 +36,8 @@ static void main_usage(FILE *f) {
             "  -         execute stdin and stop handling options\n"
             "  --help    show this help\n"
             "  --version show the version\n"
-            "With no arguments: the REPL on a terminal, else the script read from stdin.\n");
+            "With no arguments: the REPL on a terminal, else the script read from stdin\n"
+            "(-i: the REPL on stdin too, printing each value).\n");
 }
 
 static void main_message(const char *msg) {
@@ -227,8 +233,14 @@ int main(int argc, char **argv) {
     }
     int code = EXIT_FAILURE;
     if (main_report(rt, graft_repl_register(rt))) goto done;
-    if (script == 1 && argc > 1 && main_is_command_name(argv[1]) && main_command(rt, argc, argv, &code))
-        goto done;
+    if (script == 1 && argc > 1 && main_is_command_name(argv[1])) {
+        if (main_command(rt, argc, argv, &code)) goto done;
+        if (access(argv[1], F_OK) != 0) { /* neither a command nor a file: say both */
+            fprintf(stderr, MAIN_NAME ": '%s' is neither a command (inspect, convert, diff, plot) nor a script file\n",
+                    argv[1]);
+            goto done;
+        }
+    }
     if (args & HAS_V) puts(MAIN_VERSION);
     if (main_argtable(rt, argc, argv, script)) goto done;
     if (!main_runargs(rt, argv, script)) goto done;

@@ -301,10 +301,22 @@ describe("the graft executable", function()
       assert.truthy(err:find("stack traceback:", 1, true), err)
     end)
 
-    it("treat an unknown name as a script path", function()
+    it("say an unknown name is neither a command nor a script (a file of that name runs)", function()
       local _, err, code = run("nosuchcommand")
       assert.are.equal(1, code)
-      assert.truthy(err:find("cannot open nosuchcommand", 1, true), err)
+      assert.truthy(err:find("'nosuchcommand' is neither a command (inspect, convert, diff, plot) nor a script file",
+        1, true), err)
+      local _, err2, code2 = run("./nosuchcommand")
+      assert.are.equal(1, code2)
+      assert.truthy(err2:find("cannot open ./nosuchcommand", 1, true), err2)
+    end)
+
+    it("list the commands in --help", function()
+      local out, _, code = run("--help")
+      assert.are.equal(0, code)
+      for _, c in ipairs({ "inspect", "convert", "diff", "plot" }) do
+        assert.truthy(out:find("\n  " .. c .. " ", 1, true), out)
+      end
     end)
   end)
 end)
