@@ -12,7 +12,7 @@ with dotted names): the keys only in A, only in B, the tensors whose shape or dt
 differ, and for the tensors of equal shape the largest absolute difference max|A - B|
 (computed in float64; NaN equals NaN), largest first.
 
-  --top N           how many differing tensors to list (default 10; 0 for all)
+  --top N           how many entries of each list to show (default 10; 0 for all)
   --unwrap          compare the weights of training checkpoints (graft.state.unwrap)
   --strip-prefix P  remove P from the keys of both that start with it (e.g. "module.")
 ]]
@@ -83,16 +83,16 @@ local function diff(args)
   local out = {}
   out[#out + 1] = ("A: %s (%s, %d tensors)"):format(pos[1], infos[1].format, ntensors[1])
   out[#out + 1] = ("B: %s (%s, %d tensors)"):format(pos[2], infos[2].format, ntensors[2])
-  local function list(title, names)
+  -- each list shows --top lines (at least 10 for the key lists), then a count
+  local function list(title, names, indent, at_least)
     out[#out + 1] = ("%s (%d)%s"):format(title, #names, #names > 0 and ":" or "")
-    local cap = top > 0 and math.max(top, 10) or #names
-    for i = 1, math.min(#names, cap) do out[#out + 1] = "  " .. names[i] end
-    if #names > cap then out[#out + 1] = ("  ... and %d more"):format(#names - cap) end
+    local cap = top > 0 and math.max(top, at_least) or #names
+    for i = 1, math.min(#names, cap) do out[#out + 1] = indent .. names[i] end
+    if #names > cap then out[#out + 1] = ("  ... and %d more (--top 0 lists all)"):format(#names - cap) end
   end
-  list("only in A", only_a)
-  list("only in B", only_b)
-  out[#out + 1] = ("shape or dtype differs (%d)%s"):format(#layout, #layout > 0 and ":" or "")
-  for _, l in ipairs(layout) do out[#out + 1] = l end
+  list("only in A", only_a, "  ", 10)
+  list("only in B", only_b, "  ", 10)
+  list("shape or dtype differs", layout, "", 1)
   out[#out + 1] = ("values differ (%d tensors)%s"):format(#values, #values > 0 and ", largest max|A - B| first:" or "")
   if #values > 0 then
     local rows = {}
