@@ -64,6 +64,11 @@ local augment = args.augment and T.Compose({ T.RandomCrop(28, { padding = 2 }), 
 -- The model: the checkpoint's architecture and weights, then a new head.
 local net = graft.models.small_cnn({ num_classes = 5 })    -- as pretrained: 5 classes (0-4)
 if not args.scratch then
+  if not R.exists(args.ckpt) then
+    io.stderr:write(("finetune: no checkpoint at %s: run `build/graft scripts/pretrain.lua` first (make demo does),"
+      .. " pass --ckpt PATH, or --scratch to train from random weights\n"):format(args.ckpt))
+    os.exit(2)
+  end
   local report = net:load_pretrained(args.ckpt, {         -- finds the weights (ckpt.model) itself
     strip_prefix = "auto",                                  -- and DataParallel's "module.", if any
   })                                                        -- nothing loaded is an error, not a warning

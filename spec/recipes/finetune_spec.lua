@@ -142,4 +142,12 @@ describe("scripts/finetune.lua --quick", function()
     assert.are.equal(1, c)
     assert.truthy(e:find("load_pretrained", 1, true), e)
   end)
+
+  it("says how to make the checkpoint when there is none", function()
+    local d = H.tmpdir()
+    local _, e, c = H.run("finetune", "--quick", "--ckpt", d .. "/missing.pth", "--out", d)
+    assert.are.equal(2, c)
+    assert.truthy(e:find("finetune: no checkpoint at " .. d .. "/missing.pth: run `build/graft scripts/pretrain.lua` first",
+      1, true), e)
+  end)
 end)
