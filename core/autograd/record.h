@@ -39,6 +39,11 @@ graft_status graft_ag_reduce(graft_tensor **out, graft_ag_reduce_kind kind, graf
 graft_status graft_ag_reduce_dim(graft_tensor **values, graft_tensor **indices, graft_tensor *t, int dim,
                                  bool keepdim, bool is_max);
 graft_status graft_ag_scan(graft_tensor **out, graft_tensor *t, int dim, int dtype, bool prod);
+/* sort and topk (core/ops/sort.c): values differentiable, scattered back at indices */
+graft_status graft_ag_sort(graft_tensor **values, graft_tensor **indices, graft_tensor *t, int dim,
+                           bool descending, bool stable);
+graft_status graft_ag_topk(graft_tensor **values, graft_tensor **indices, graft_tensor *t, int64_t k, int dim,
+                           bool largest, bool sorted);
 
 /* ---- linear algebra (rules_linalg.c) ---- */
 typedef enum { GRAFT_AG_MATMUL, GRAFT_AG_MM, GRAFT_AG_BMM, GRAFT_AG_MV, GRAFT_AG_DOT, GRAFT_AG_OUTER } graft_ag_product;

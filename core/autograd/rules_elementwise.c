@@ -247,6 +247,7 @@ static const ew_unary_info ew_unary_table[GRAFT_EW_NUNARY] = {
     [GRAFT_EW_ROUND] = {"RoundBackward0", 3},    [GRAFT_EW_TRUNC] = {"TruncBackward0", 3},
     [GRAFT_EW_EXPM1] = {"Expm1Backward0", 2},    [GRAFT_EW_LOG2] = {"Log2Backward0", 1},
     [GRAFT_EW_LOG10] = {"Log10Backward0", 1},    [GRAFT_EW_RELU] = {"ReluBackward0", 2},
+    [GRAFT_EW_ERF] = {"ErfBackward0", 1},        [GRAFT_EW_ERFC] = {"ErfcBackward0", 1},
 };
 
 #define EW_UKIND(E, name) {NULL, ew_unary_apply},
@@ -285,6 +286,12 @@ static graft_status ew_unary_apply(ag_node *n, graft_tensor *g, graft_tensor **g
     case GRAFT_EW_LOG2: r = ag_div(g, ag_muls(x, M_LN2)); break;
     case GRAFT_EW_LOG10: r = ag_div(g, ag_muls(x, M_LN10)); break;
     case GRAFT_EW_RELU: r = ag_where0_not(ag_bins(GRAFT_EW_LE, y, 0.0), g); break;
+    /* d/dx erf(x) = 2/sqrt(pi) e^(-x^2); erfc's is its negative */
+    case GRAFT_EW_ERF: case GRAFT_EW_ERFC: {
+        double c = (op == GRAFT_EW_ERF ? 2.0 : -2.0) / sqrt(M_PI);
+        r = ag_mul(g, ag_muls(ag_un(GRAFT_EW_EXP, ag_neg(ag_mul(x, x))), c));
+        break;
+    }
     default: return graft_error(GRAFT_EINTERNAL, "autograd: no rule for %s", graft_unary_name(op));
     }
     gin[0] = ag_keep(r);

@@ -4,6 +4,7 @@
  * ties, max/min along a dim send it to the returned index, prod is exact with zeros
  * (products of the other elements from exclusive cumulative products), as PyTorch. */
 #include "autograd/internal.h"
+#include "ops/sort.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -352,4 +353,44 @@ graft_status graft_ag_scan(graft_tensor **out, graft_tensor *t, int dim, int dty
         if (prod) st = ag_save(n, 0, t, false);
     }
     return ag_finish(st, n, out, NULL);
+}
+
+/* ---- sort and topk ---- */
+
+/* values = t gathered at indices along dim, so the gradient scatters g back to those
+ * positions (zero elsewhere): max(dim)'s rule with keepdim (ia[1] = 1). */
+static const ag_kind k_sort = {"SortBackward0", rd_dim_apply};
+static const ag_kind k_topk = {"TopkBackward0", rd_dim_apply};
+
+static graft_status rd_sort_record(const ag_kind *kind, graft_status st, graft_tensor **values,
+                                   graft_tensor **indices, graft_tensor *t, int dim) {
+    if (st || !ag_should_record(*values, &t, 1)) return st;
+    int d = dim;
+    if (t->ndim > 0 && d < 0) d += t->ndim;
+    ag_node *n = ag_node_new(kind, 1, &t);
+    if (n) {
+        n->ia[0] = t->ndim == 0 ? 0 : d;
+        n->ia[1] = 1;
+        st = ag_save(n, 1, *indices, true);
+    }
+    st = ag_finish(st, n, values, NULL);
+    if (st) {
+        graft_tensor_release(*indices);
+        *indices = NULL;
+    }
+    return st;
+}
+
+graft_status graft_ag_sort(graft_tensor **values, graft_tensor **indices, graft_tensor *t, int dim,
+                           bool descending, bool stable) {
+    graft_status st;
+    AG_NOGRAD(st = graft_sort(values, indices, t, dim, descending, stable));
+    return rd_sort_record(&k_sort, st, values, indices, t, dim);
+}
+
+graft_status graft_ag_topk(graft_tensor **values, graft_tensor **indices, graft_tensor *t, int64_t k, int dim,
+                           bool largest, bool sorted) {
+    graft_status st;
+    AG_NOGRAD(st = graft_topk(values, indices, t, k, dim, largest, sorted));
+    return rd_sort_record(&k_topk, st, values, indices, t, dim);
 }

@@ -41,6 +41,9 @@ static inline int64_t ew_relu_i64(int64_t a) { return a < 0 ? 0 : a; }
 #define EXPM1_F(a, CT, UT) expm1(a)
 #define LOG2_F(a, CT, UT) log2(a)
 #define LOG10_F(a, CT, UT) log10(a)
+/* erf(x) = 2/sqrt(pi) * integral_0^x e^(-t^2) dt; erfc(x) = 1 - erf(x) without the cancellation */
+#define ERF_F(a, CT, UT) erf(a)
+#define ERFC_F(a, CT, UT) erfc(a)
 /* relu keeps NaN and -0.0 as PyTorch's clamp_min(x, 0) */
 #define RELU_F(a, CT, UT) ((a) < 0 ? (CT)0 : (a))
 #define RELU_I(a, CT, UT) ((CT)ew_relu_i64(a))
@@ -82,6 +85,8 @@ EW_NUM_OP(trunc, TRUNC_F, IDENT_X)
 EW_FLOAT_OP(expm1, EXPM1_F)
 EW_FLOAT_OP(log2, LOG2_F)
 EW_FLOAT_OP(log10, LOG10_F)
+EW_FLOAT_OP(erf, ERF_F)
+EW_FLOAT_OP(erfc, ERFC_F)
 EW_NUM_OP(relu, RELU_F, RELU_I)
 EW_FLOAT_ROWS(EW_UDEF_PRED, isnan, ISNAN_F)
 EW_INT_ROWS(EW_UDEF_PRED, isnan, FALSE_X)
@@ -115,6 +120,7 @@ const graft_loop_fn graft_cpu_unary_loops[GRAFT_EW_NUNARY][GRAFT_NDTYPES] = {
     [GRAFT_EW_LOG10] = EW_F(log10),    [GRAFT_EW_RELU] = EW_N(relu),
     [GRAFT_EW_ISNAN] = EW_A(isnan),    [GRAFT_EW_ISINF] = EW_A(isinf),
     [GRAFT_EW_ISFINITE] = EW_A(isfinite), [GRAFT_EW_LOGICAL_NOT] = EW_A(lnot),
+    [GRAFT_EW_ERF] = EW_F(erf),        [GRAFT_EW_ERFC] = EW_F(erfc),
 };
 
 /* ---- clamp: min(max(a, lo), hi); a NaN stays NaN (both comparisons are false) ---- */

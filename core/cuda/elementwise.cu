@@ -189,6 +189,8 @@ template <int D> __device__ __forceinline__ typename gk_type<D>::C ew_un(int op,
         case GRAFT_EW_EXPM1: return expm1(a);
         case GRAFT_EW_LOG2: return log2(a);
         case GRAFT_EW_LOG10: return log10(a);
+        case GRAFT_EW_ERF: return erf(a);
+        case GRAFT_EW_ERFC: return erfc(a);
         case GRAFT_EW_RELU: return a < 0 ? (C)0 : a; /* keeps NaN and -0.0 */
         case GRAFT_EW_ISNAN: return a != a;
         case GRAFT_EW_ISINF: return fabs(a) == (C)INFINITY;

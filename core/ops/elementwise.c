@@ -536,6 +536,7 @@ static bool ew_unary_is_float_op(graft_unary_op op) {
     case GRAFT_EW_EXP: case GRAFT_EW_LOG: case GRAFT_EW_LOG1P: case GRAFT_EW_SQRT: case GRAFT_EW_RSQRT:
     case GRAFT_EW_SIN: case GRAFT_EW_COS: case GRAFT_EW_TANH: case GRAFT_EW_SIGMOID:
     case GRAFT_EW_RECIPROCAL: case GRAFT_EW_EXPM1: case GRAFT_EW_LOG2: case GRAFT_EW_LOG10:
+    case GRAFT_EW_ERF: case GRAFT_EW_ERFC:
         return true;
     default:
         return false;

@@ -32,7 +32,7 @@
     X(TANH, "tanh") X(SIGMOID, "sigmoid") X(RECIPROCAL, "reciprocal") X(SQUARE, "square")  \
     X(FLOOR, "floor") X(CEIL, "ceil") X(ROUND, "round") X(TRUNC, "trunc") X(EXPM1, "expm1") \
     X(LOG2, "log2") X(LOG10, "log10") X(RELU, "relu") X(ISNAN, "isnan") X(ISINF, "isinf")  \
-    X(ISFINITE, "isfinite") X(LOGICAL_NOT, "logical_not")
+    X(ISFINITE, "isfinite") X(LOGICAL_NOT, "logical_not") X(ERF, "erf") X(ERFC, "erfc")
 
 #define GRAFT_EW_ENUM(E, name) GRAFT_EW_##E,
 typedef enum { GRAFT_BINARY_OPS(GRAFT_EW_ENUM) GRAFT_EW_NBINARY } graft_binary_op;

@@ -204,6 +204,8 @@ EW_UN_FNS(EXPM1, expm1)
 EW_UN_FNS(LOG2, log2)
 EW_UN_FNS(LOG10, log10)
 EW_UN_FNS(RELU, relu)
+EW_UN_FNS(ERF, erf)
+EW_UN_FNS(ERFC, erfc)
 EW_UN_FN(ISNAN, isnan)
 EW_UN_FN(ISINF, isinf)
 EW_UN_FN(ISFINITE, isfinite)
@@ -312,6 +314,7 @@ static const luaL_Reg ew_functions[] = {
     EW_BOTH(sqrt), EW_BOTH(rsqrt), EW_BOTH(sin), EW_BOTH(cos), EW_BOTH(tanh), EW_BOTH(sigmoid),
     EW_BOTH(reciprocal), EW_BOTH(square), EW_BOTH(floor), EW_BOTH(ceil), EW_BOTH(round),
     EW_BOTH(trunc), EW_BOTH(expm1), EW_BOTH(log2), EW_BOTH(log10), EW_BOTH(relu),
+    EW_BOTH(erf), EW_BOTH(erfc),
     {"negative", lf_neg}, {"absolute", lf_abs},
     {"isnan", lf_isnan}, {"isinf", lf_isinf}, {"isfinite", lf_isfinite},
     EW_BOTH(clamp), EW_BOTH(clamp_min), EW_BOTH(clamp_max), {"clip", lf_clamp}, {"clip_", lf_clamp_},

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "ops/reduce.h"
+#include "ops/sort.h"
 
 /* ---- argument parsing ---- */
 
@@ -252,11 +253,62 @@ static int rb_scan(lua_State *L, bool prod) {
 static int l_cumsum(lua_State *L) { return rb_scan(L, false); }
 static int l_cumprod(lua_State *L) { return rb_scan(L, true); }
 
+/* ---- sorting (core/ops/sort.c) ---- */
+
+/* The dim (default -1) and the positional booleans of sort/argsort/topk. */
+static int rb_sort_dim(lua_State *L, const rb_args *a, const char *op) {
+    return a->has_dims ? rb_one_dim(L, a, op) : -1;
+}
+
+/* t:sort([dim=-1] [, descending=false] [, {dim =, descending =, stable =}]) -> values,
+ * indices (0-based int64); t:argsort(...) -> indices. */
+static int rb_sort(lua_State *L, bool values_too) {
+    const char *op = values_too ? "sort" : "argsort";
+    graft_tensor *t = lg_check(L, 1);
+    rb_args a;
+    rb_parse(L, 2, t, &a, op);
+    if (a.nbools > 1) return luaL_error(L, "%s: expected (dim, descending); give stable as {stable = true}", op);
+    int dim = rb_sort_dim(L, &a, op);
+    bool descending = lg_opt_bool(L, a.opts, "descending", a.nbools ? a.bools[0] : false);
+    bool stable = lg_opt_bool(L, a.opts, "stable", false);
+    if (!values_too) {
+        graft_tensor **indices = lg_shell(L);
+        if (graft_argsort(indices, t, dim, descending, stable)) return lg_raise(L);
+        return 1;
+    }
+    graft_tensor **values = lg_shell(L);
+    graft_tensor **indices = lg_shell(L);
+    if (graft_sort(values, indices, t, dim, descending, stable)) return lg_raise(L);
+    return 2;
+}
+
+static int l_sort(lua_State *L) { return rb_sort(L, true); }
+static int l_argsort(lua_State *L) { return rb_sort(L, false); }
+
+/* t:topk(k [, dim=-1] [, largest=true [, sorted=true]] [, {dim =, largest =, sorted =}])
+ * -> values, indices (0-based int64). */
+static int l_topk(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    int isint;
+    lua_Integer k = lua_tointegerx(L, 2, &isint);
+    if (!isint) return luaL_error(L, "topk: k must be an integer, got a %s", luaL_typename(L, 2));
+    rb_args a;
+    rb_parse(L, 3, t, &a, "topk");
+    int dim = rb_sort_dim(L, &a, "topk");
+    bool largest = lg_opt_bool(L, a.opts, "largest", a.nbools > 0 ? a.bools[0] : true);
+    bool sorted = lg_opt_bool(L, a.opts, "sorted", a.nbools > 1 ? a.bools[1] : true);
+    graft_tensor **values = lg_shell(L);
+    graft_tensor **indices = lg_shell(L);
+    if (graft_topk(values, indices, t, (int64_t)k, dim, largest, sorted)) return lg_raise(L);
+    return 2;
+}
+
 static const luaL_Reg reduce_funcs[] = {
     {"sum", l_sum}, {"mean", l_mean}, {"prod", l_prod}, {"max", l_max}, {"min", l_min},
     {"amax", l_amax}, {"amin", l_amin}, {"argmax", l_argmax}, {"argmin", l_argmin},
     {"var", l_var}, {"std", l_std}, {"norm", l_norm}, {"any", l_any}, {"all", l_all},
     {"logsumexp", l_logsumexp}, {"cumsum", l_cumsum}, {"cumprod", l_cumprod},
+    {"sort", l_sort}, {"argsort", l_argsort}, {"topk", l_topk},
     {NULL, NULL}};
 
 void graft_bind_reduce(lua_State *L) {

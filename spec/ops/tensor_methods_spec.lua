@@ -1,0 +1,233 @@
+-- Tensor methods a PyTorch user reaches for: isclose/allclose/equal, the new_* family and
+-- type_as, softmax/log_softmax as methods, erf/erfc, lerp and addcmul/addcdiv, against
+-- PyTorch 1.13 (spec/fixtures/sort/gen.py writes spec/fixtures/sort/methods.lua), closed
+-- forms and finite differences.
+local graft = require("graft")
+local H = require("spec.helpers")
+
+local fx = H.fixture("sort/methods")
+local EXACT = { rtol = 0, atol = 0 }
+local F64 = { dtype = "float64" }
+
+describe("isclose, allclose and equal", function()
+  it("match PyTorch with the default, equal_nan, loose and zero tolerances", function()
+    local c = fx.isclose
+    local a, b = H.T(c.a), H.T(c.b)
+    assert.tensor_near(a:isclose(b), c.default, EXACT)
+    assert.tensor_near(graft.isclose(a, b), c.default, EXACT)
+    assert.tensor_near(a:isclose(b, { equal_nan = true }), c.equal_nan, EXACT)
+    assert.tensor_near(a:isclose(b, 1e-05, 1e-08, true), c.equal_nan, EXACT)
+    assert.tensor_near(a:isclose(b, 1e-3, 1e-6), c.loose, EXACT)
+    assert.tensor_near(a:isclose(b, { rtol = 1e-3, atol = 1e-6 }), c.loose, EXACT)
+    assert.tensor_near(a:isclose(b, 0, 0), c.zero_tol, EXACT)
+    local f = fx.isclose_f32
+    assert.tensor_near(H.T(f.a):isclose(H.T(f.b)), f.default, EXACT)
+    local i = fx.isclose_int
+    assert.tensor_near(H.T(i.a):isclose(H.T(i.b)), i.default, EXACT)
+    assert.tensor_near(H.T(i.a):isclose(H.T(i.b), 0.01, 0), i.loose, EXACT)
+  end)
+
+  it("allclose is isclose everywhere, as a boolean", function()
+    local x = graft.tensor({ 1.0, 2.0, 3.0 })
+    assert.is_true(x:allclose(x + 1e-6))
+    assert.is_false(x:allclose(x + 1e-3))
+    assert.is_true(graft.allclose(x, x + 1e-3, { atol = 1e-2 }))
+    local n = graft.tensor({ 0 / 0, 1.0 })
+    assert.is_false(n:allclose(n))
+    assert.is_true(n:allclose(n, { equal_nan = true }))
+    -- broadcasting, as torch.allclose
+    assert.is_true(graft.ones(2, 3):allclose(graft.ones(3)))
+  end)
+
+  it("equal needs the same shape and values", function()
+    local x = graft.tensor({ { 1, 2 }, { 3, 4 } })
+    assert.is_true(x:equal(x:clone()))
+    assert.is_true(graft.equal(x, x:double()))
+    assert.is_false(x:equal(x:t()))
+    assert.is_false(x:equal(x:reshape(4)))
+    assert.is_false(x:equal(graft.ones(2, 2, { dtype = "int64" })))
+    assert.is_false(graft.tensor({ 0 / 0 }):equal(graft.tensor({ 0 / 0 })))
+    assert.is_true(graft.zeros(0, 3):equal(graft.zeros(0, 3)))
+  end)
+
+  it("raise on other dtypes, negative tolerances and non-tensors", function()
+    local x = graft.ones(2)
+    H.raises("isclose: expected both tensors to have the same dtype, got float32 and float64", x.isclose, x,
+      x:double())
+    H.raises("isclose: rtol must be greater than or equal to zero, but got -1", x.isclose, x, x, -1)
+    H.raises("isclose: atol must be greater than or equal to zero", x.isclose, x, x, { atol = -1 })
+    H.raises("allclose: expected both tensors to have the same dtype", x.allclose, x, x:int())
+    H.raises("equal: other must be a tensor", x.equal, x, 1)
+  end)
+end)
+
+describe("new_zeros, new_ones, new_full, new_empty, new_tensor and type_as", function()
+  it("take self's dtype and device", function()
+    local x = graft.randn(2, { dtype = "float64" })
+    local z = x:new_zeros({ 2, 3 })
+    assert.are.same({ 2, 3 }, z:shape())
+    assert.are.equal("float64", z:dtype())
+    assert.tensor_near(z, graft.zeros(2, 3, F64), EXACT)
+    assert.tensor_near(x:new_zeros(2, 3), graft.zeros(2, 3, F64), EXACT)
+    assert.tensor_near(x:new_ones(3), graft.ones(3, F64), EXACT)
+    assert.tensor_near(x:new_full({ 2, 2 }, 7.5), graft.full({ 2, 2 }, 7.5, F64), EXACT)
+    assert.tensor_near(x:new_full(3, 2), graft.full({ 3 }, 2.0, F64), EXACT)
+    local e = x:new_empty({ 4, 1 })
+    assert.are.same({ 4, 1 }, e:shape())
+    assert.are.equal("float64", e:dtype())
+    assert.are.equal("cpu", e:device())
+    local i = graft.tensor({ 1, 2 })
+    assert.tensor_near(i:new_tensor({ 1.5, -2.7 }), graft.tensor({ 1, -2 }), EXACT) -- int64, as PyTorch
+    assert.tensor_near(x:new_tensor({ { 1, 2 } }), graft.tensor({ { 1.0, 2.0 } }, F64), EXACT)
+    assert.tensor_near(x:new_tensor(3), graft.tensor(3.0, F64), EXACT)
+    assert.are.same({}, x:new_zeros({}):shape())
+  end)
+
+  it("take dtype, device and requires_grad from the options", function()
+    local x = graft.randn(2)
+    local z = x:new_zeros({ 2 }, { dtype = "int32" })
+    assert.are.equal("int32", z:dtype())
+    assert.tensor_near(z, graft.zeros(2, { dtype = "int32" }), EXACT)
+    assert.are.equal("float16", x:new_ones(2, 2, { dtype = "float16" }):dtype())
+    assert.are.equal("bool", x:new_full({ 1 }, true, { dtype = "bool" }):dtype())
+    local r = x:new_zeros({ 3 }, { requires_grad = true })
+    assert.is_true(r.requires_grad and r.is_leaf)
+    assert.are.equal("cpu", x:new_ones(1, { device = "cpu" }):device())
+  end)
+
+  it("new_tensor copies a tensor without its history", function()
+    local src = graft.randn({ 3 }, { requires_grad = true })
+    local c = graft.ones(1, F64):new_tensor(src)
+    assert.is_false(c.requires_grad)
+    assert.are.equal("float64", c:dtype())
+    assert.tensor_near(c, src:detach():double(), EXACT)
+    c:fill_(0)
+    assert.is_true(src:abs():sum():item() > 0)
+  end)
+
+  it("type_as converts to other's dtype", function()
+    local x = graft.tensor({ 1.7, -2.2 })
+    assert.tensor_near(x:type_as(graft.tensor({ 1 })), graft.tensor({ 1, -2 }), EXACT)
+    assert.are.equal("float64", x:type_as(graft.ones(1, F64)):dtype())
+    H.raises("type_as: other must be a tensor", x.type_as, x, "float64")
+  end)
+
+  it("raise on a bad size", function()
+    local x = graft.ones(1)
+    H.raises("new_zeros: size must be a table or integers", x.new_zeros, x, "a")
+    H.raises("new_full: fill_value must be a number", x.new_full, x, { 2 }, "a")
+  end)
+end)
+
+describe("softmax and log_softmax as methods", function()
+  it("match PyTorch along every dim", function()
+    local c = fx.softmax
+    local x = H.T(c.x)
+    local tol = { rtol = 1e-5, atol = 1e-7 }
+    assert.tensor_near(x:softmax(1), c.sm1, tol)
+    assert.tensor_near(graft.softmax(x, 3), c.sm3, tol)
+    assert.tensor_near(x:log_softmax(2), c.lsm2, tol)
+    assert.tensor_near(graft.log_softmax(x, -1), c.lsm_last, tol)
+    assert.tensor_near(x:softmax(2, { dtype = "float64" }), c.sm_f64, { rtol = 1e-6, atol = 1e-8 })
+  end)
+
+  it("are graft.F's, with gradients", function()
+    local x = graft.randn({ 3, 4 }, F64):requires_grad_()
+    assert.tensor_near(x:softmax(2), graft.F.softmax(x, 2), EXACT)
+    assert.gradcheck(function(a) return a:softmax(2) end, { x })
+    assert.gradcheck(function(a) return a:log_softmax(1) end, { x })
+  end)
+end)
+
+describe("erf and erfc", function()
+  it("match known constants and PyTorch", function()
+    local one = graft.tensor({ 1.0 }, F64)
+    assert.are.equal(0.8427007929497149, one:erf():item())
+    assert.are.equal(0.15729920705028513, graft.erfc(one):item()) -- not 1 - erf(1): no cancellation
+    local c = fx.erf
+    local x = H.T(c.x)
+    assert.tensor_near(x:erf(), c.erf, { rtol = 1e-15, atol = 1e-16 })
+    assert.tensor_near(graft.erfc(x), c.erfc, { rtol = 1e-15, atol = 1e-16 })
+    local f = fx.erf_f32
+    assert.tensor_near(H.T(f.x):erf(), f.erf, { rtol = 1e-6, atol = 1e-7 })
+    assert.tensor_near(H.T(f.x):erfc(), f.erfc, { rtol = 1e-6, atol = 1e-7 })
+    -- integers become float32, as PyTorch
+    local i = fx.erf_int
+    assert.tensor_near(H.T(i.x):erf(), i.erf, { rtol = 1e-6, atol = 1e-7 })
+    assert.tensor_near(H.T(i.x):erfc(), i.erfc, { rtol = 1e-6, atol = 1e-7 })
+  end)
+
+  it("work in place and on strided inputs", function()
+    local x = graft.randn(4, 3, F64)
+    local want = x:t():erf()
+    local y = x:clone()
+    y:erf_()
+    assert.tensor_near(y:t(), want, EXACT)
+    assert.tensor_near(x:t():erfc(), 1 - want, { rtol = 1e-14, atol = 1e-15 })
+  end)
+
+  it("have the gradient 2/sqrt(pi) exp(-x^2) (negated for erfc)", function()
+    local x = graft.randn({ 3, 4 }, F64):requires_grad_()
+    assert.gradcheck(function(a) return a:erf() end, { x })
+    assert.gradcheck(function(a) return graft.erfc(a) end, { x })
+    local p = graft.tensor({ 0.0, 1.0, -0.5 }, F64):requires_grad_()
+    local y = p:erf()
+    assert.are.equal("ErfBackward0", y.grad_fn:name())
+    y:sum():backward()
+    local k = 2 / math.sqrt(math.pi)
+    assert.tensor_near(p.grad, graft.tensor({ k, k * math.exp(-1), k * math.exp(-0.25) }, F64),
+      { rtol = 1e-14, atol = 0 })
+    assert.are.equal("ErfcBackward0", p:erfc().grad_fn:name())
+  end)
+end)
+
+describe("lerp, addcmul and addcdiv", function()
+  it("match PyTorch", function()
+    local l = fx.lerp
+    local s, e, w = H.T(l.start), H.T(l.end_), H.T(l.weight)
+    local tol = { rtol = 1e-6, atol = 1e-7 }
+    assert.tensor_near(s:lerp(e, 0.3), l.scalar, tol)
+    assert.tensor_near(graft.lerp(s, e, w), l.tensor, tol)
+    assert.tensor_near(s:lerp(e, 0.75), l.big, tol)
+    local c = fx.addc
+    local t0, t1, t2 = H.T(c.input), H.T(c.t1), H.T(c.t2)
+    assert.tensor_near(t0:addcmul(t1, t2), c.addcmul, tol)
+    assert.tensor_near(graft.addcmul(t0, t1, t2, { value = -0.5 }), c.addcmul_v, tol)
+    assert.tensor_near(t0:addcdiv(t1, t2), c.addcdiv, tol)
+    assert.tensor_near(t0:addcdiv(t1, t2, 2.0), c.addcdiv_v, tol)
+    assert.tensor_near(t0:addcmul(t1:narrow(1, 1, 1), t2:narrow(2, 1, 1)), c.bcast, tol)
+  end)
+
+  it("have in-place forms", function()
+    local c = fx.addc
+    local t0, t1, t2 = H.T(c.input), H.T(c.t1), H.T(c.t2)
+    local y = t0:clone()
+    assert.are.equal(y, y:addcmul_(t1, t2))
+    assert.tensor_near(y, c.addcmul, { rtol = 1e-6, atol = 1e-7 })
+    y = t0:clone()
+    y:addcdiv_(t1, t2, { value = 2.0 })
+    assert.tensor_near(y, c.addcdiv_v, { rtol = 1e-6, atol = 1e-7 })
+    local l = fx.lerp
+    y = H.T(l.start):clone()
+    y:lerp_(H.T(l.end_), 0.3)
+    assert.tensor_near(y, l.scalar, { rtol = 1e-6, atol = 1e-7 })
+  end)
+
+  it("have gradients", function()
+    local function R(...) return graft.randn({ ... }, F64):requires_grad_() end
+    assert.gradcheck(function(a, b) return a:lerp(b, 0.3) end, { R(2, 3), R(2, 3) })
+    assert.gradcheck(function(a, b, w) return a:lerp(b, w) end, { R(2, 3), R(2, 3), graft.rand({ 2, 3 }, F64) })
+    assert.gradcheck(function(a, b, c) return a:addcmul(b, c, 0.5) end, { R(2, 3), R(2, 3), R(3) })
+    local pos = (graft.rand({ 2, 3 }, F64) + 0.5):requires_grad_()
+    assert.gradcheck(function(a, b, c) return a:addcdiv(b, c, { value = -2 }) end, { R(2, 3), R(2, 3), pos })
+  end)
+
+  it("raise on bad arguments", function()
+    local x = graft.ones(2)
+    H.raises("lerp: end must be a tensor", x.lerp, x, 1, 0.5)
+    H.raises("lerp: weight must be a number or a tensor", x.lerp, x, x, "a")
+    H.raises("addcmul: value must be a number", x.addcmul, x, x, x, "a")
+    local i = graft.tensor({ 1 })
+    H.raises("addcdiv: integer division with addcdiv is no longer supported", i.addcdiv, i, i, i)
+  end)
+end)
