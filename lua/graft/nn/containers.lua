@@ -2,6 +2,12 @@
 -- ModuleList are named "0", "1", ... as in PyTorch, so checkpoint keys interoperate
 -- ("features.0.weight"), while Lua positions are 1-based: seq[1] is the child named
 -- "0", seq[-1] the last, #seq the count, and ipairs(seq) walks them in order.
+-- Slices: Lua has no seq[0:2], so seq:slice(i [, j]) takes positions i..j inclusive
+-- (1-based, negatives from the end, j = -1 by default; j < i gives an empty container):
+-- PyTorch's seq[0:2] is seq:slice(1, 2), seq[-2:] is seq:slice(-2). The result is a new
+-- container of the same module objects; as PyTorch 1.13 does, a Sequential slice keeps
+-- the children's names (seq:slice(2)'s keys start at "1.") and a ModuleList slice
+-- renumbers them from "0".
 local base = require("graft.nn.module")
 local OrderedDict = require("graft.odict")
 
@@ -65,6 +71,38 @@ local function add_all(self, name, ...)
   end
 end
 
+-- The children at positions i..j (see the header), as a list of {name, module}.
+local function slice_items(self, i, j, op)
+  local keys, vals = self._modules.keys, self._modules.vals
+  local n = #keys
+  local function pos(v, what)
+    if math.type(v) ~= "integer" then
+      error(("%s: %s must be an integer, got %s"):format(op, what, base.typename(v)), 4)
+    end
+    if v == 0 then
+      error(("%s: positions are 1-based (slice(1, 2) is PyTorch's [0:2]); 0 is not a position"):format(op), 4)
+    end
+    local p = v < 0 and n + 1 + v or v
+    if p < 1 or p > n then
+      error(("%s: %s %d is out of range (%d modules)"):format(op, what, v, n), 4)
+    end
+    return p
+  end
+  local a = pos(i, "start")
+  local b = pos(j == nil and -1 or j, "end")
+  local items = {}
+  for p = a, b do items[#items + 1] = { keys[p], vals[keys[p]] or nil } end
+  return items
+end
+
+-- A new container of cls (self's class, or base when a subclass has its own __init,
+-- whose arguments we cannot know) holding the given children.
+local function new_like(self, base_cls)
+  local cls = getmetatable(self).__class
+  if cls.__init ~= base_cls.__init then cls = base_cls end
+  return cls()
+end
+
 ---------------------------------------------------------------------------------------
 -- Sequential
 
@@ -113,6 +151,13 @@ function Sequential:insert(pos, m)
   return self
 end
 
+-- slice(i [, j]) -> a Sequential of the children at positions i..j, names kept.
+function Sequential:slice(i, j)
+  local out = new_like(self, Sequential)
+  for _, item in ipairs(slice_items(self, i, j, "Sequential.slice")) do out:add_module(item[1], item[2]) end
+  return out
+end
+
 function Sequential:forward(x)
   local keys, vals = self._modules.keys, self._modules.vals
   for i = 1, #keys do
@@ -149,6 +194,13 @@ ModuleList.__len = Sequential.__len
 ModuleList.append = Sequential.append
 ModuleList.extend = Sequential.extend
 ModuleList.insert = Sequential.insert
+
+-- slice(i [, j]) -> a ModuleList of the children at positions i..j, named "0", "1", ...
+function ModuleList:slice(i, j)
+  local out = new_like(self, ModuleList)
+  for k, item in ipairs(slice_items(self, i, j, "ModuleList.slice")) do out:add_module(tostring(k - 1), item[2]) end
+  return out
+end
 
 function ModuleList:forward()
   error('Module [ModuleList] is missing the required "forward" function', 0)

@@ -240,9 +240,53 @@ local function call_finish(self, ok, ...)
   error(format_error(self, err), 0)
 end
 
+-- A hook's error keeps a nested module's tagged error (its path wins); any other error
+-- is named by the hook's kind, and the module calling it is tagged by call_finish.
+local function hook_failed(kind, err)
+  if getmetatable(err) == ModError then error(err, 0) end
+  error(kind .. ": " .. tostring(err), 0)
+end
+
+local function pack_ok(kind, ok, ...)
+  if not ok then hook_failed(kind, (...)) end
+  return table.pack(...)
+end
+
+-- The call of a module with hooks (PyTorch 1.13's _call_impl): pre-hooks in order, each
+-- seeing the arguments the previous one left; forward; forward hooks in order, each
+-- seeing the result the previous one left. The lists are replaced, never edited, on
+-- registration and removal, so a hook that adds or removes hooks does not change the
+-- lists this call walks (PyTorch walks a tuple of them).
+local function hooked_call(self, fwd, ...)
+  local args = table.pack(...)
+  local pre = self._hooks.pre
+  for i = 1, #pre do
+    local ok, r = pcall(pre[i].fn, self, args)
+    if not ok then hook_failed("forward pre-hook", r) end
+    if r ~= nil then
+      if type(r) == "table" and getmetatable(r) == nil then
+        args = table.move(r, 1, r.n or #r, 1, { n = r.n or #r })
+      else
+        args = { r, n = 1 }
+      end
+    end
+  end
+  local out = table.pack(fwd(self, table.unpack(args, 1, args.n)))
+  local h = self._hooks
+  local post = h and h.fwd or {}
+  for i = 1, #post do
+    local r = pack_ok("forward hook", pcall(post[i].fn, self, args, table.unpack(out, 1, out.n)))
+    if r[1] ~= nil then out = r end
+  end
+  return table.unpack(out, 1, out.n)
+end
+
+-- net(...): forward under the error path. Without hooks this is one field check more
+-- than calling forward (the field is always present on an instance: false or the hooks).
 local function instance_call(self, ...)
   local fwd = self.forward
   depth = depth + 1
+  if self._hooks then return call_finish(self, pcall(hooked_call, self, fwd, ...)) end
   return call_finish(self, pcall(fwd, self, ...))
 end
 
@@ -273,7 +317,7 @@ end
 local function new_instance(cls, ...)
   local self = setmetatable({
     _parameters = reg_new(), _buffers = reg_new(), _modules = reg_new(),
-    _non_persistent = {}, _attrs = { training = true },
+    _non_persistent = {}, _attrs = { training = true }, _hooks = false,
   }, cls.__mt)
   local init = cls.__init
   if init then init(self, ...) end
@@ -403,6 +447,86 @@ Module.register_module = Module.add_module
 -- Deletes a member or attribute (Python's `del m.name`); the name loses its place.
 function Module:delattr(name)
   drop(self, name, nil)
+end
+
+---------------------------------------------------------------------------------------
+-- Hooks (PyTorch 1.13's forward pre-hooks and forward hooks, per module)
+--
+--   local feats = {}
+--   local h = net.layer3:register_forward_hook(function(m, input, output) feats.layer3 = output end)
+--   net(x)          -- feats.layer3 is layer3's output
+--   h:remove()      -- idempotent; or `local h <close> = ...` removes it at the end of a block
+--
+-- A pre-hook is hook(module, args): args is the table of forward's arguments
+-- ({x, n = 1}); a non-nil return replaces them: a plain table (no metatable) is the new
+-- argument list, anything else (a tensor) one argument, as PyTorch wraps a non-tuple.
+-- A forward hook is hook(module, args, output, ...): args as forward received them,
+-- output forward's result (a module with several results, such as MultiheadAttention,
+-- passes the others after it); a non-nil first return replaces the results by the
+-- hook's. Hooks run in registration order, are not state, and stay across to(), train()
+-- and load_state_dict(); clone() copies them, as copy.deepcopy does. An error in a hook
+-- is reported with the module's path, like an error in its forward.
+
+local RemovableHandle = { __name = "graft.nn.RemovableHandle" }
+RemovableHandle.__index = RemovableHandle
+local WEAK_VALUES = { __mode = "v" }
+local next_hook_id = 0
+
+-- handle:remove(): the hook is not called any more; a second remove does nothing. The
+-- handle holds its module weakly (PyTorch's weakref to the hooks dict).
+function RemovableHandle:remove()
+  local m = self._module[1]
+  local h = m and rawget(m, "_hooks")
+  if not h then return end
+  local list, kept = h[self._kind], {}
+  for _, e in ipairs(list) do
+    if e.id ~= self.id then kept[#kept + 1] = e end
+  end
+  if #kept == #list then return end
+  h[self._kind] = kept
+  if #h.pre == 0 and #h.fwd == 0 then rawset(m, "_hooks", false) end
+end
+RemovableHandle.__close = RemovableHandle.remove
+RemovableHandle.__tostring = function(self) return ("RemovableHandle(id=%d)"):format(self.id) end
+
+local function add_hook(self, kind, hook, op)
+  local callable = type(hook) == "function"
+    or (type(hook) == "table" and getmetatable(hook) and getmetatable(hook).__call ~= nil)
+  if not callable then
+    error(("%s: expected a function, got %s"):format(op, typename(hook)), 3)
+  end
+  next_hook_id = next_hook_id + 1
+  local h = rawget(self, "_hooks")
+  if not h then
+    h = { pre = {}, fwd = {} }
+    rawset(self, "_hooks", h)
+  end
+  local list = table.move(h[kind], 1, #h[kind], 1, {})
+  list[#list + 1] = { id = next_hook_id, fn = hook }
+  h[kind] = list
+  return setmetatable({ id = next_hook_id, _kind = kind,
+    _module = setmetatable({ self }, WEAK_VALUES) }, RemovableHandle)
+end
+
+-- register_forward_pre_hook(hook) -> handle: hook(module, args) before forward.
+function Module:register_forward_pre_hook(hook)
+  return add_hook(self, "pre", hook, "register_forward_pre_hook")
+end
+
+-- register_forward_hook(hook) -> handle: hook(module, args, output) after forward.
+function Module:register_forward_hook(hook)
+  return add_hook(self, "fwd", hook, "register_forward_hook")
+end
+
+-- Backward hooks need gradient hooks on tensors, which graft's autograd does not have;
+-- a forward hook calling output:retain_grad() gives the output's gradient after backward.
+function Module:register_full_backward_hook()
+  error("register_full_backward_hook: not supported (graft tensors have no gradient hooks); " ..
+    "a forward hook can call output:retain_grad() and read output.grad after backward()", 2)
+end
+function Module:register_backward_hook()
+  error("register_backward_hook: not supported (graft tensors have no gradient hooks); " ..
+    "a forward hook can call output:retain_grad() and read output.grad after backward()", 2)
 end
 
 ---------------------------------------------------------------------------------------
@@ -910,9 +1034,12 @@ function Module:clone()
     if memo[m] then return memo[m] end
     local c = setmetatable({
       _parameters = reg_new(), _buffers = reg_new(), _modules = reg_new(),
-      _non_persistent = {}, _attrs = {},
+      _non_persistent = {}, _attrs = {}, _hooks = false,
     }, getmetatable(m))
     memo[m] = c
+    -- hooks come along, as copy.deepcopy copies _forward_hooks (the same functions)
+    local hk = rawget(m, "_hooks")
+    if hk then rawset(c, "_hooks", { pre = hk.pre, fwd = hk.fwd }) end
     for _, k in ipairs(m._parameters.keys) do
       local v = m._parameters.vals[k]
       reg_set(c._parameters, k, v and copy_value(v) or false)
