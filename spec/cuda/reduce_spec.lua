@@ -5,20 +5,11 @@
 -- gradients, and errors.
 local graft = require("graft")
 local H = require("spec.helpers")
+local show = H.show
 local C = require("spec.helpers.cuda")
 local apply_view = require("spec.helpers.views")
 
 local fx = H.fixture("reduce")
-
-local function show(v)
-  if type(v) ~= "table" then return tostring(v) end
-  local parts = {}
-  for k, x in pairs(v) do
-    parts[#parts + 1] = (type(k) == "number" and "" or (k .. "=")) .. show(x)
-  end
-  table.sort(parts)
-  return "{" .. table.concat(parts, ", ") .. "}"
-end
 
 -- PyTorch's CPU accumulates float32 in a cascade, the device in float in another order.
 local function tol(c, out_dtype)

@@ -102,6 +102,17 @@ end
 
 -- assert.gradcheck(fn, inputs [, opts]): analytic gradients match finite differences
 -- (spec/helpers/gradcheck.lua).
+-- A case's arguments as a short, stable string for test titles: {1, dim=2, {3, 4}}.
+function H.show(v)
+  if type(v) ~= "table" then return tostring(v) end
+  local parts = {}
+  for k, x in pairs(v) do
+    parts[#parts + 1] = (type(k) == "number" and "" or (k .. "=")) .. H.show(x)
+  end
+  table.sort(parts)
+  return "{" .. table.concat(parts, ", ") .. "}"
+end
+
 H.gradcheck = require("spec.helpers.gradcheck")
 local function gradcheck_assertion(state, args)
   local ok, why = H.gradcheck(args[1], args[2], args[3])

@@ -3,20 +3,11 @@
 -- large tensor, and the errors.
 local graft = require("graft")
 local H = require("spec.helpers")
+local show = H.show
 
 local fx = H.fixture("reduce")
 
 local apply_view = require("spec.helpers.views")
-
-local function show(v)
-  if type(v) ~= "table" then return tostring(v) end
-  local parts = {}
-  for k, x in pairs(v) do
-    parts[#parts + 1] = (type(k) == "number" and "" or (k .. "=")) .. show(x)
-  end
-  table.sort(parts)
-  return "{" .. table.concat(parts, ", ") .. "}"
-end
 
 -- Tolerance by the dtype of the result (and of the input, for float16 math).
 local function tol(c, out_dtype)

@@ -4,20 +4,11 @@
 -- topk paths (selection for a small k, a full sort beyond), gradients and errors.
 local graft = require("graft")
 local H = require("spec.helpers")
+local show = H.show
 local apply_view = require("spec.helpers.views")
 
 local fx = H.fixture("sort/sort")
 local EXACT = { rtol = 0, atol = 0 }
-
-local function show(v)
-  if type(v) ~= "table" then return tostring(v) end
-  local parts = {}
-  for k, x in pairs(v) do
-    parts[#parts + 1] = (type(k) == "number" and "" or (k .. "=")) .. show(x)
-  end
-  table.sort(parts)
-  return "{" .. table.concat(parts, ", ") .. "}"
-end
 
 local function run_case(c)
   local x = apply_view(H.T(fx.inputs[c.x]), c.view)
