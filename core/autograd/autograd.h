@@ -84,6 +84,41 @@ void graft_node_release(graft_node *n);             /* accepts NULL */
  * the nodes run are released. */
 graft_status graft_backward(graft_tensor *t, graft_tensor *grad, bool retain_graph);
 
+/* ---- gradient hooks ----
+ * A hook is called with the gradient w.r.t. a tensor when backward computes it, and may
+ * replace it (PyTorch's Tensor.register_hook): on a leaf, before the gradient is added to
+ * its .grad; on a computed tensor, before it flows into the tensor's grad_fn (a hook stays
+ * with the grad_fn the tensor had when it was registered, as PyTorch 1.13: after an
+ * in-place op it sees the gradient w.r.t. the old value). A tensor's hooks run in
+ * registration order, each on the previous one's result; retain_grad's .grad is stored at
+ * its own place in that order (hooks registered before retain_grad change it, later ones
+ * do not). Hooks only run for a gradient that arrives (never with zeros made up).
+ *
+ *     static graft_status halve(void *ctx, graft_tensor *g, graft_tensor **out) {
+ *         return graft_mul_scalar(out, g, 0.5);   // *out NULL: g goes on unchanged
+ *     }
+ *     graft_hook *h;
+ *     graft_register_hook(&h, y, halve, NULL, NULL);
+ *     ...
+ *     graft_hook_remove(h);                      // idempotent
+ *     graft_hook_release(h);
+ */
+typedef struct graft_hook graft_hook;
+/* grad is borrowed (never write into it); *out receives +1 reference to a replacement of
+ * grad's shape, dtype and device, or stays NULL. A failure aborts the backward: every
+ * gradient in flight is freed and the status is returned by graft_backward. */
+typedef graft_status (*graft_hook_fn)(void *ctx, graft_tensor *grad, graft_tensor **out);
+/* +1 on *out (a handle; the tensor holds its own reference to the hook). The hook owns
+ * ctx from then on: free_ctx(ctx) (when not NULL) runs once, when the hook is removed or
+ * when the tensor's metadata (a leaf) or grad_fn (a computed tensor) dies. On failure
+ * ctx stays the caller's. t must require grad. */
+graft_status graft_register_hook(graft_hook **out, graft_tensor *t, graft_hook_fn fn, void *ctx,
+                                 void (*free_ctx)(void *));
+/* The hook is not called any more and its ctx is freed now; a second call does nothing. */
+void graft_hook_remove(graft_hook *h);
+bool graft_hook_removed(const graft_hook *h);
+void graft_hook_release(graft_hook *h);    /* accepts NULL; does not remove the hook */
+
 /* ---- detaching ---- */
 /* +1: a tensor sharing t's storage (and version counter) with no history. */
 graft_status graft_detach(graft_tensor **out, graft_tensor *t);

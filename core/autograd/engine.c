@@ -1,6 +1,6 @@
-/* graft autograd: per-tensor metadata, nodes and saved tensors, the backward engine
- * (dependency counts, then a ready stack: no recursion over graph depth), in-place
- * recording (history rebase and CopySlices), detach, and the counters. */
+/* graft autograd: per-tensor metadata, nodes and saved tensors, gradient hooks, the
+ * backward engine (dependency counts, then a ready stack: no recursion over graph depth),
+ * in-place recording (history rebase and CopySlices), detach, and the counters. */
 #include "autograd/internal.h"
 
 #include <stdatomic.h>
@@ -20,6 +20,9 @@ void graft_ag_get_counters(graft_ag_counters *c) {
 
 void graft_ag_reset_counters(void) { memset(&ag_counters, 0, sizeof ag_counters); }
 
+static void ag_hooks_clear(ag_hook_list *l);
+static uint64_t ag_hook_next_id(void);
+
 /* ---- metadata ---- */
 
 /* The metadata dies with its tensor: its references go, and a node that would retain
@@ -30,6 +33,7 @@ static void ag_meta_free(void *p) {
     graft_node_release(m->grad_fn);
     graft_tensor_release(m->grad);
     graft_tensor_release(m->base);
+    ag_hooks_clear(&m->hooks);
     free(m);
 }
 
@@ -116,6 +120,8 @@ graft_status graft_retain_grad(graft_tensor *t) {
     if (!m || !ag_requires(t))
         return graft_error(GRAFT_EINVAL, "retain_grad: can't retain_grad on a tensor that has requires_grad=false");
     if (!m->grad_fn) return GRAFT_OK;
+    /* the hooks registered so far change the retained gradient, later ones do not */
+    if (!m->retains_grad || m->grad_fn->retain != m) m->grad_fn->retain_before = ag_hook_next_id();
     m->retains_grad = true;
     m->grad_fn->retain = m;
     return GRAFT_OK;
@@ -144,9 +150,92 @@ graft_status graft_detach_(graft_tensor *t) {
     graft_node_release(m->grad_fn);
     m->grad_fn = NULL;
     m->requires_grad = false;
+    ag_hooks_clear(&m->hooks);
     m->retains_grad = false;
     graft_tensor_release(m->base);
     m->base = NULL;
+    return GRAFT_OK;
+}
+
+/* ---- gradient hooks ---- */
+
+static atomic_ullong ag_hook_ids = 1;
+
+/* The id the next hook will get (ids only grow, so they order registrations). */
+static uint64_t ag_hook_next_id(void) { return atomic_load(&ag_hook_ids); }
+
+static void ag_hook_free_ctx(graft_hook *h) {
+    void (*f)(void *) = h->free_ctx;
+    void *ctx = h->ctx;
+    h->free_ctx = NULL;
+    h->ctx = NULL;
+    if (f) f(ctx);
+}
+
+void graft_hook_release(graft_hook *h) {
+    if (!h || --h->refcount > 0) return;
+    ag_hook_free_ctx(h);
+    free(h);
+}
+
+void graft_hook_remove(graft_hook *h) {
+    if (!h || h->removed) return;
+    h->removed = true;
+    ag_hook_free_ctx(h);
+}
+
+bool graft_hook_removed(const graft_hook *h) { return h->removed; }
+
+/* Drops the list's references (a hook that is not also held by a handle dies now). */
+static void ag_hooks_clear(ag_hook_list *l) {
+    graft_hook **v = l->v;
+    int n = l->n;
+    l->v = NULL;
+    l->n = l->cap = 0;
+    for (int i = 0; i < n; i++) graft_hook_release(v[i]);
+    free(v);
+}
+
+/* Appends h (taking a reference), first dropping removed hooks so that registering and
+ * removing in a loop does not grow the list. */
+static bool ag_hooks_add(ag_hook_list *l, graft_hook *h) {
+    int k = 0;
+    for (int i = 0; i < l->n; i++) {
+        if (l->v[i]->removed) graft_hook_release(l->v[i]);
+        else l->v[k++] = l->v[i];
+    }
+    l->n = k;
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 4;
+        graft_hook **v = realloc(l->v, sizeof *v * (size_t)cap);
+        if (!v) return false;
+        l->v = v;
+        l->cap = cap;
+    }
+    h->refcount++;
+    l->v[l->n++] = h;
+    return true;
+}
+
+graft_status graft_register_hook(graft_hook **out, graft_tensor *t, graft_hook_fn fn, void *ctx,
+                                 void (*free_ctx)(void *)) {
+    *out = NULL;
+    ag_meta *m = ag_meta_of(t);
+    if (!ag_requires(t))
+        return graft_error(GRAFT_EINVAL,
+                           "register_hook: cannot register a hook on a tensor that doesn't require gradient");
+    graft_hook *h = calloc(1, sizeof *h);
+    if (!h) return graft_error(GRAFT_ENOMEM, "register_hook: out of memory");
+    h->refcount = 1;
+    h->fn = fn;
+    h->id = atomic_fetch_add(&ag_hook_ids, 1);
+    if (!ag_hooks_add(m->grad_fn ? &m->grad_fn->hooks : &m->hooks, h)) {
+        free(h);
+        return graft_error(GRAFT_ENOMEM, "register_hook: out of memory");
+    }
+    h->ctx = ctx;
+    h->free_ctx = free_ctx;
+    *out = h;
     return GRAFT_OK;
 }
 
@@ -184,6 +273,7 @@ static void ag_node_destroy(ag_node *n) {
     if (n->extra_free) n->extra_free(n->extra);
     graft_node_release(n->inner);
     graft_tensor_release(n->buf);
+    ag_hooks_clear(&n->hooks);
     if (n->leaf) {
         ag_meta *m = ag_meta_of(n->leaf);
         if (m && m->acc == n) m->acc = NULL;
@@ -646,6 +736,75 @@ static graft_status ag_accumulate_grad(ag_meta *m, graft_tensor *g, bool in_plac
     return GRAFT_OK;
 }
 
+/* A hook's replacement r for g: same shape, dtype and device (PyTorch checks the same). */
+static graft_status ag_hook_check(const graft_tensor *r, const graft_tensor *g) {
+    char a[SHAPE_BUF], b[SHAPE_BUF];
+    bool same = r->ndim == g->ndim;
+    for (int d = 0; same && d < g->ndim; d++) same = r->shape[d] == g->shape[d];
+    if (!same)
+        return graft_error(GRAFT_ESHAPE, "register_hook: the hook returned a gradient of shape %s for a tensor of "
+                                         "shape %s",
+                           graft_shape_str(r->ndim, r->shape, a, sizeof a), graft_shape_str(g->ndim, g->shape, b, sizeof b));
+    if (r->dtype != g->dtype)
+        return graft_error(GRAFT_ETYPE, "register_hook: the hook returned a gradient of dtype %s for a tensor of "
+                                        "dtype %s",
+                           graft_dtype_name(r->dtype), graft_dtype_name(g->dtype));
+    if (!graft_device_eq(graft_tensor_device(r), graft_tensor_device(g)))
+        return graft_error(GRAFT_EDEVICE, "register_hook: the hook returned a gradient on another device than the "
+                                          "tensor's");
+    return GRAFT_OK;
+}
+
+/* Runs the hooks of l in order on g (borrowed), each on the previous one's result. With
+ * rn (a node whose output retains its grad), the retained .grad is stored at its place
+ * in the order. *out: +1, the gradient that goes on. The hooks are walked from a copy of
+ * the list, so a hook that registers or removes hooks does not disturb this walk (a
+ * removed one is skipped). */
+static graft_status ag_hooks_apply(ag_hook_list *l, graft_tensor *g, ag_node *rn, graft_tensor **out) {
+    graft_hook *snap_stack[8], **snap = snap_stack;
+    int k = l->n;
+    *out = NULL;
+    if (k > 8 && !(snap = malloc(sizeof *snap * (size_t)k))) return graft_error(GRAFT_ENOMEM, "backward: out of memory");
+    for (int i = 0; i < k; i++) {
+        snap[i] = l->v[i];
+        snap[i]->refcount++;
+    }
+    graft_status st = GRAFT_OK;
+    graft_tensor *cur = g;
+    graft_tensor_retain(cur);
+    bool retained = !rn;
+    for (int i = 0; i < k && !st; i++) {
+        graft_hook *h = snap[i];
+        if (h->removed) continue;
+        if (!retained && h->id >= rn->retain_before) {
+            retained = true;
+            if (rn->retain && (st = ag_accumulate_grad(rn->retain, cur, false))) break;
+        }
+        graft_tensor *r = NULL;
+        st = h->fn(h->ctx, cur, &r);
+        if (!st && r) st = ag_hook_check(r, cur);
+        if (!st && r && r->autograd) {
+            /* stored and passed on detached: a gradient with history could close a cycle */
+            graft_tensor *d;
+            st = graft_detach(&d, r);
+            graft_tensor_release(r);
+            r = st ? NULL : d;
+        }
+        if (st || !r) {
+            graft_tensor_release(r);
+            continue;
+        }
+        graft_tensor_release(cur);
+        cur = r;
+    }
+    if (!st && !retained && rn->retain) st = ag_accumulate_grad(rn->retain, cur, false);
+    for (int i = 0; i < k; i++) graft_hook_release(snap[i]);
+    if (snap != snap_stack) free(snap);
+    if (st) graft_tensor_release(cur);
+    else *out = cur;
+    return st;
+}
+
 /* Brings a rule's gradient for input i to the input's shape and dtype. */
 static graft_status ag_fix_grad(ag_node *n, int i, graft_tensor **gp) {
     const ag_input *in = &n->in[i];
@@ -681,15 +840,28 @@ static graft_status ag_fix_grad(ag_node *n, int i, graft_tensor **gp) {
  * then hands each input gradient to the next node, pushing those now ready. */
 static graft_status ag_run_node(ag_node *n, graft_tensor *g, bool retain_graph, ag_vec *ready) {
     graft_status st = GRAFT_OK;
-    if (g && n->retain) st = ag_accumulate_grad(n->retain, g, false);
+    graft_tensor *hooked = NULL; /* +1: g after the hooks, when there are hooks */
     if (n->leaf) {
         ag_meta *m = ag_meta_of(n->leaf);
+        if (g && m && m->hooks.n) {
+            st = ag_hooks_apply(&m->hooks, g, NULL, &hooked);
+            g = hooked;
+        }
         if (g && !st && m && m->requires_grad) st = ag_accumulate_grad(m, g, true);
+        graft_tensor_release(hooked);
         return st;
     }
+    if (g && n->hooks.n) {
+        st = ag_hooks_apply(&n->hooks, g, n, &hooked);
+        g = hooked;
+    } else if (g && n->retain) {
+        st = ag_accumulate_grad(n->retain, g, false);
+    }
     graft_tensor *gin_stack[4] = {NULL}, **gin = gin_stack;
-    if (n->n_in > 4 && !(gin = calloc((size_t)n->n_in, sizeof *gin)))
+    if (n->n_in > 4 && !(gin = calloc((size_t)n->n_in, sizeof *gin))) {
+        graft_tensor_release(hooked);
         return graft_error(GRAFT_ENOMEM, "backward: out of memory");
+    }
     if (g && !st) {
         int mark = ag_pool_mark();
         ag_device = graft_tensor_device(g);
@@ -721,6 +893,7 @@ static graft_status ag_run_node(ag_node *n, graft_tensor *g, bool retain_graph, 
             st = graft_error(GRAFT_ENOMEM, "backward: out of memory");
     }
     if (gin != gin_stack) free(gin);
+    graft_tensor_release(hooked);
     return st;
 }
 

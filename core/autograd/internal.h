@@ -43,6 +43,23 @@ typedef struct {
     bool is_output;
 } ag_saved;
 
+/* A gradient hook: shared by its owner's list and the handles (refcounted). */
+struct graft_hook {
+    int64_t refcount;
+    uint64_t id;                     /* registration order, over all tensors */
+    graft_hook_fn fn;
+    void *ctx;
+    void (*free_ctx)(void *);
+    bool removed;
+};
+
+/* The hooks of a leaf (in its metadata) or of a computed tensor (in its grad_fn); empty
+ * (n == 0, v NULL) costs one test per node in backward. */
+typedef struct {
+    graft_hook **v;                  /* strong */
+    int n, cap;
+} ag_hook_list;
+
 typedef struct ag_meta {
     ag_node *grad_fn;                /* strong; NULL for leaves */
     ag_node *acc;                    /* weak: a leaf's AccumulateGrad node */
@@ -50,6 +67,7 @@ typedef struct ag_meta {
     graft_tensor *base;              /* strong: what a recorded view views (its base) */
     bool requires_grad;              /* leaves */
     bool retains_grad;
+    ag_hook_list hooks;              /* a leaf's hooks */
 } ag_meta;
 
 struct graft_node {
@@ -66,6 +84,8 @@ struct graft_node {
     void (*extra_free)(void *);
     graft_tensor *leaf;              /* AccumulateGrad: the leaf (strong) */
     ag_meta *retain;                 /* retain_grad: the output's metadata (weak) */
+    uint64_t retain_before;          /* hooks with a smaller id run before retain_grad's */
+    ag_hook_list hooks;              /* the output's hooks (registered while it had this grad_fn) */
     ag_node *inner;                  /* CopySlices: the in-place op's node (strong) */
     /* engine scratch */
     uint64_t epoch;

@@ -1,15 +1,19 @@
 /* graft bindings: autograd. Tensor properties (requires_grad, grad, grad_fn, is_leaf),
- * backward/detach/retain_grad, grad mode (no_grad, enable_grad), the grad_fn object,
+ * backward/detach/retain_grad, gradient hooks (register_hook and its handle), grad mode
+ * (no_grad, enable_grad), the grad_fn object,
  * {requires_grad = true} on the creation functions, and differentiable versions of the
  * methods that live in tensor.c (clone, contiguous, to, copy_, select, t, unbind, the
  * fills, t[i]); registered after every other binding, so these replace them. */
 #include "bind.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "autograd/autograd.h"
 
 #define AG_NODE_MT "graft.Node"
+#define AG_HOOK_MT "graft.HookHandle"
+#define AG_HOOK_THREAD "graft.hook_thread"
 
 /* ---- grad_fn objects ---- */
 
@@ -83,6 +87,143 @@ static int node_index(lua_State *L) {
     return 1;
 }
 
+/* ---- gradient hooks ----
+ * The core calls a C function; a Lua hook is a registry reference to the Lua callable,
+ * called by a trampoline on the Lua thread that is running backward (ag_hook_L, set by
+ * t:backward()) under lua_pcall: a Lua error becomes a status, so nothing jumps over the
+ * engine's C frames, and the engine frees what it holds and returns it. The reference is
+ * dropped when the hook is removed or when its tensor's metadata or grad_fn dies; that
+ * can happen in any __gc, so the unref goes through a private thread whose stack is
+ * never in use (AG_HOOK_THREAD, anchored in the registry). */
+
+static _Thread_local lua_State *ag_hook_L;
+
+typedef struct {
+    lua_State *aux;      /* the private thread of the Lua state that owns ref */
+    int ref;             /* LUA_REGISTRYINDEX reference to the callable */
+} ag_lua_hook;
+
+static void ag_lua_hook_free(void *p) {
+    ag_lua_hook *h = p;
+    luaL_unref(h->aux, LUA_REGISTRYINDEX, h->ref);
+    free(h);
+}
+
+typedef struct {
+    ag_lua_hook *hook;
+    graft_tensor *grad;  /* borrowed */
+    graft_tensor *out;   /* +1 on success when the hook returned a tensor */
+} ag_hook_call;
+
+/* Under lua_pcall: fn(grad); nil keeps grad, a tensor replaces it. */
+static int ag_hook_protected(lua_State *L) {
+    ag_hook_call *c = lua_touserdata(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, AG_HOOK_THREAD);
+    if (lua_tothread(L, -1) != c->hook->aux) return luaL_error(L, "the hook was registered in another Lua state");
+    lua_pop(L, 1);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, c->hook->ref);
+    graft_tensor_retain(c->grad);
+    lg_push(L, c->grad);
+    lua_call(L, 1, 1);
+    if (lua_isnil(L, -1)) return 0;
+    graft_tensor *r = lg_test(L, -1);
+    if (!r) return luaL_error(L, "the hook returned a %s (expected a tensor or nil)", luaL_typename(L, -1));
+    graft_tensor_retain(r);
+    c->out = r;
+    return 0;
+}
+
+static graft_status ag_hook_trampoline(void *ctx, graft_tensor *grad, graft_tensor **out) {
+    ag_lua_hook *h = ctx;
+    lua_State *L = ag_hook_L;
+    if (!L) return graft_error(GRAFT_EINVAL, "backward: a Lua gradient hook can only run in a backward started "
+                                             "from Lua");
+    if (!lua_checkstack(L, 4)) return graft_error(GRAFT_ENOMEM, "backward: Lua stack overflow calling a hook");
+    /* nothing here may raise: the pushes below do not allocate */
+    ag_hook_call c = {h, grad, NULL};
+    lua_pushcfunction(L, ag_hook_protected);
+    lua_pushlightuserdata(L, &c);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        const char *msg = lua_tostring(L, -1);
+        graft_status st = msg ? graft_error(GRAFT_EINVAL, "backward: error in a gradient hook: %s", msg)
+                              : graft_error(GRAFT_EINVAL, "backward: error in a gradient hook: (error object is a %s "
+                                                          "value)", luaL_typename(L, -1));
+        lua_pop(L, 1);
+        return st;
+    }
+    *out = c.out;
+    return GRAFT_OK;
+}
+
+static graft_hook *ag_check_hook(lua_State *L, int idx) {
+    graft_hook **p = luaL_checkudata(L, idx, AG_HOOK_MT);
+    if (!*p) luaL_argerror(L, idx, "hook handle is empty");
+    return *p;
+}
+
+/* handle:remove(): idempotent; the Lua function is released now. */
+static int hook_remove(lua_State *L) {
+    graft_hook_remove(ag_check_hook(L, 1));
+    return 0;
+}
+
+/* Dropping the handle keeps the hook (as PyTorch's RemovableHandle). */
+static int hook_gc(lua_State *L) {
+    graft_hook **p = luaL_checkudata(L, 1, AG_HOOK_MT);
+    graft_hook_release(*p);
+    *p = NULL;
+    return 0;
+}
+
+static int hook_tostring(lua_State *L) {
+    graft_hook *h = ag_check_hook(L, 1);
+    lua_pushfstring(L, "RemovableHandle(%s)", graft_hook_removed(h) ? "removed" : "active");
+    return 1;
+}
+
+static int hook_index(lua_State *L) {
+    ag_check_hook(L, 1);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "remove") == 0) lua_pushcfunction(L, hook_remove);
+    else lua_pushnil(L);
+    return 1;
+}
+
+/* t:register_hook(fn) -> handle: fn(grad) in backward; a returned tensor replaces grad. */
+static int m_register_hook(lua_State *L) {
+    graft_tensor *t = lg_check(L, 1);
+    int tp = lua_type(L, 2);
+    bool callable = tp == LUA_TFUNCTION;
+    if (!callable && (tp == LUA_TTABLE || tp == LUA_TUSERDATA) && luaL_getmetafield(L, 2, "__call") != LUA_TNIL) {
+        callable = true;
+        lua_pop(L, 1);
+    }
+    if (!callable) return luaL_error(L, "register_hook: expected a function, got %s", luaL_typename(L, 2));
+    if (lua_getfield(L, LUA_REGISTRYINDEX, AG_HOOK_THREAD) != LUA_TTHREAD)
+        return luaL_error(L, "register_hook: graft's autograd bindings are not initialised");
+    lua_State *aux = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    graft_hook **p = lua_newuserdatauv(L, sizeof *p, 0);
+    *p = NULL;
+    luaL_setmetatable(L, AG_HOOK_MT);
+    int shell = lua_gettop(L);
+    lua_pushvalue(L, 2);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    ag_lua_hook *h = malloc(sizeof *h);
+    if (!h) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return luaL_error(L, "register_hook: out of memory");
+    }
+    h->aux = aux;
+    h->ref = ref;
+    if (graft_register_hook(p, t, ag_hook_trampoline, h, ag_lua_hook_free)) {
+        ag_lua_hook_free(h);
+        return lg_raise(L);
+    }
+    lua_settop(L, shell);
+    return 1;
+}
+
 /* ---- properties ---- */
 
 static int p_requires_grad(lua_State *L) {
@@ -149,7 +290,11 @@ static int m_backward(lua_State *L) {
      * now, so backward's release of saved tensors really frees them (no Lua code runs
      * during backward to collect them). ~5-10 us; lowers a step's peak memory. */
     lua_gc(L, LUA_GCSTEP, 0);
-    if (graft_backward(t, grad, retain)) return lg_raise(L);
+    lua_State *prev = ag_hook_L;
+    ag_hook_L = L;
+    graft_status st = graft_backward(t, grad, retain);
+    ag_hook_L = prev;
+    if (st) return lg_raise(L);
     return 0;
 }
 
@@ -304,7 +449,8 @@ static int l_reset_counters(lua_State *L) {
 
 static const luaL_Reg ag_methods[] = {
     {"backward", m_backward}, {"detach", m_detach}, {"detach_", m_detach_},
-    {"requires_grad_", m_requires_grad_}, {"retain_grad", m_retain_grad}, {NULL, NULL}};
+    {"requires_grad_", m_requires_grad_}, {"retain_grad", m_retain_grad}, {"register_hook", m_register_hook},
+    {NULL, NULL}};
 
 /* Module functions that are also methods (graft.select(t, ...), graft.clone(t)...). */
 static const luaL_Reg ag_both[] = {
@@ -314,6 +460,10 @@ static const luaL_Reg ag_functions[] = {
     {"no_grad", l_no_grad}, {"enable_grad", l_enable_grad}, {"is_grad_enabled", l_is_grad_enabled},
     {"set_grad_enabled", l_set_grad_enabled}, {"_autograd_counters", l_counters},
     {"_autograd_reset_counters", l_reset_counters}, {NULL, NULL}};
+
+static const luaL_Reg hook_meta[] = {
+    {"__gc", hook_gc}, {"__close", hook_remove}, {"__tostring", hook_tostring}, {"__index", hook_index},
+    {NULL, NULL}};
 
 static const luaL_Reg node_meta[] = {
     {"__gc", node_gc}, {"__tostring", node_tostring}, {"__eq", node_eq}, {"__index", node_index},
@@ -347,6 +497,13 @@ void graft_bind_autograd(lua_State *L) {
     luaL_setfuncs(L, node_meta, 0);
     lua_pushliteral(L, AG_NODE_MT);
     lua_setfield(L, -2, "__name");
+    luaL_newmetatable(L, AG_HOOK_MT);
+    luaL_setfuncs(L, hook_meta, 0);
+    lua_settop(L, module);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, AG_HOOK_THREAD) != LUA_TTHREAD) {
+        lua_newthread(L);
+        lua_setfield(L, LUA_REGISTRYINDEX, AG_HOOK_THREAD);
+    }
     lua_settop(L, module);
 
     lg_register_methods(L, ag_methods);

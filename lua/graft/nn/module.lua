@@ -257,6 +257,8 @@ end
 -- seeing the result the previous one left. The lists are replaced, never edited, on
 -- registration and removal, so a hook that adds or removes hooks does not change the
 -- lists this call walks (PyTorch walks a tuple of them).
+local bw_wrap_inputs, bw_wrap_outputs -- full backward hooks, defined with the hooks below
+
 local function hooked_call(self, fwd, ...)
   local args = table.pack(...)
   local pre = self._hooks.pre
@@ -271,6 +273,9 @@ local function hooked_call(self, fwd, ...)
       end
     end
   end
+  local bw = self._hooks and self._hooks.bwd
+  local call
+  if bw and #bw > 0 and graft.is_grad_enabled() then call, args = bw_wrap_inputs(self, bw, args) end
   local out = table.pack(fwd(self, table.unpack(args, 1, args.n)))
   local h = self._hooks
   local post = h and h.fwd or {}
@@ -278,6 +283,7 @@ local function hooked_call(self, fwd, ...)
     local r = pack_ok("forward hook", pcall(post[i].fn, self, args, table.unpack(out, 1, out.n)))
     if r[1] ~= nil then out = r end
   end
+  if call then out = bw_wrap_outputs(call, out) end
   return table.unpack(out, 1, out.n)
 end
 
@@ -484,7 +490,7 @@ function RemovableHandle:remove()
   end
   if #kept == #list then return end
   h[self._kind] = kept
-  if #h.pre == 0 and #h.fwd == 0 then rawset(m, "_hooks", false) end
+  if #h.pre == 0 and #h.fwd == 0 and #h.bwd == 0 then rawset(m, "_hooks", false) end
 end
 RemovableHandle.__close = RemovableHandle.remove
 RemovableHandle.__tostring = function(self) return ("RemovableHandle(id=%d)"):format(self.id) end
@@ -498,7 +504,7 @@ local function add_hook(self, kind, hook, op)
   next_hook_id = next_hook_id + 1
   local h = rawget(self, "_hooks")
   if not h then
-    h = { pre = {}, fwd = {} }
+    h = { pre = {}, fwd = {}, bwd = {} }
     rawset(self, "_hooks", h)
   end
   local list = table.move(h[kind], 1, #h[kind], 1, {})
@@ -518,15 +524,174 @@ function Module:register_forward_hook(hook)
   return add_hook(self, "fwd", hook, "register_forward_hook")
 end
 
--- Backward hooks need gradient hooks on tensors, which graft's autograd does not have;
--- a forward hook calling output:retain_grad() gives the output's gradient after backward.
-function Module:register_full_backward_hook()
-  error("register_full_backward_hook: not supported (graft tensors have no gradient hooks); " ..
-    "a forward hook can call output:retain_grad() and read output.grad after backward()", 2)
+-- Full backward hooks (PyTorch 1.13's register_full_backward_hook):
+--
+--   local h = net.fc:register_full_backward_hook(function(m, grad_input, grad_output)
+--     return { grad_input[1] * 0.5 }     -- optional: replaces the gradient w.r.t. the input
+--   end)
+--
+-- hook(module, grad_input, grad_output) runs in backward once the gradients w.r.t. the
+-- module's inputs are known. grad_output has an entry per value forward returned: the
+-- gradient w.r.t. each tensor output (nil for the others and for outputs no gradient
+-- reached); grad_input an entry per argument: the gradient w.r.t. each tensor argument
+-- that requires grad (nil for the others). Both carry their length in `n`. A returned
+-- table replaces grad_input (its nil entries become zeros); several hooks run in
+-- registration order, each seeing the previous one's grad_input. When no input requires
+-- grad, the hook is called with an all-nil grad_input once every tensor output has its
+-- gradient, and must return nil.
+--
+-- As PyTorch's BackwardHook, a call made with grad mode on passes forward identity views
+-- of its inputs and returns identity views of its outputs (after the forward hooks ran),
+-- with tensor hooks on them (Tensor:register_hook); several inputs that require grad are
+-- viewed out of one concatenated tensor, so that one hook sees all their gradients
+-- together (they must then share a dtype and device). Only top-level tensor arguments
+-- and results count, as PyTorch. Each call's hooks live as long as its graph.
+
+-- Runs the module's backward hooks of one call on grad_input gin (nil entries allowed);
+-- returns the replacement or nil.
+local function bw_call(rec, gin)
+  local replaced
+  for _, h in ipairs(rec.hooks) do
+    local ok, r = pcall(h.fn, rec.module, gin, rec.grad_output)
+    if not ok then
+      error(("full backward hook of (%s): %s"):format(typename(rec.module), tostring(r)), 0)
+    end
+    if r ~= nil then
+      if type(r) ~= "table" or is_tensor(r) then
+        error(("full backward hook of (%s): expected the hook to return a table of gradients or nil, got %s")
+          :format(typename(rec.module), typename(r)), 0)
+      end
+      local n = r.n or #r
+      for k in pairs(r) do
+        if math.type(k) == "integer" and k > n then n = k end
+      end
+      if n ~= rec.n_in then
+        error(("full backward hook of (%s): the hook returned an invalid number of grad_input, got %d, but " ..
+          "expected %d"):format(typename(rec.module), n, rec.n_in), 0)
+      end
+      gin = table.move(r, 1, rec.n_in, 1, { n = rec.n_in })
+      replaced = gin
+    end
+  end
+  return replaced
+end
+
+-- The tensor hook on the (concatenated) inputs: g is the gradient w.r.t. them all.
+local function bw_fire(rec, g)
+  local gin = { n = rec.n_in }
+  if #rec.idx == 1 then
+    gin[rec.idx[1]] = g
+  else
+    local off = 1
+    for k, i in ipairs(rec.idx) do
+      gin[i] = g:narrow(1, off, rec.numel[k]):view(rec.shape[k])
+      off = off + rec.numel[k]
+    end
+  end
+  local res = bw_call(rec, gin)
+  rec.grad_output, rec.got = { n = rec.n_out }, 0
+  if res == nil then return nil end
+  local parts = {}
+  for k, i in ipairs(rec.idx) do
+    local t = res[i]
+    if t == nil then
+      t = graft.zeros_like(gin[i])
+    elseif not is_tensor(t) then
+      error(("full backward hook of (%s): grad_input[%d] is a %s (expected a tensor or nil)")
+        :format(typename(rec.module), i, typename(t)), 0)
+    end
+    parts[k] = t
+  end
+  if #parts == 1 then return parts[1] end
+  for k, t in ipairs(parts) do
+    if t:numel() ~= rec.numel[k] then
+      error(("full backward hook of (%s): grad_input[%d] has shape %s for an input of shape %s")
+        :format(typename(rec.module), rec.idx[k], shape_str(t), shape_str(gin[rec.idx[k]])), 0)
+    end
+    parts[k] = t:reshape(-1)
+  end
+  return graft.cat(parts)
+end
+
+-- Before forward: the call's record, and args with the tensors that require grad
+-- replaced by identity views carrying the input hook. The hooks' closures hold the
+-- record, never the tensors they are registered on (that would be a reference cycle
+-- through the registry, which Lua's collector cannot see).
+function bw_wrap_inputs(self, hooks, args)
+  local rec = { module = self, hooks = hooks, n_in = args.n, idx = {}, shape = {}, numel = {},
+    n_out = 0, got = 0, grad_output = { n = 0 } }
+  for i = 1, args.n do
+    if is_tensor(args[i]) and args[i].requires_grad then rec.idx[#rec.idx + 1] = i end
+  end
+  if #rec.idx == 0 then return rec, args end
+  local new = table.move(args, 1, args.n, 1, { n = args.n })
+  local z
+  if #rec.idx == 1 then
+    local x = args[rec.idx[1]]
+    z = x:view_as(x)
+    new[rec.idx[1]] = z
+  else
+    local first, flat = args[rec.idx[1]], {}
+    for k, i in ipairs(rec.idx) do
+      local x = args[i]
+      if x:dtype() ~= first:dtype() or tostring(x:device()) ~= tostring(first:device()) then
+        error(("register_full_backward_hook: the inputs that require grad must share a dtype and device " ..
+          "(input %d is %s on %s, input %d is %s on %s)"):format(rec.idx[1], first:dtype(),
+          tostring(first:device()), i, x:dtype(), tostring(x:device())), 0)
+      end
+      rec.shape[k], rec.numel[k] = x:shape(), x:numel()
+      flat[k] = x:reshape(-1)
+    end
+    z = graft.cat(flat)
+    local off = 1
+    for k, i in ipairs(rec.idx) do
+      new[i] = z:narrow(1, off, rec.numel[k]):view(rec.shape[k])
+      off = off + rec.numel[k]
+    end
+  end
+  z:register_hook(function(g) return bw_fire(rec, g) end)
+  return rec, new
+end
+
+-- After the forward hooks: the results with each tensor that requires grad replaced by
+-- an identity view whose hook records its gradient in grad_output.
+function bw_wrap_outputs(rec, out)
+  rec.n_out = out.n
+  rec.grad_output = { n = out.n }
+  local new = table.move(out, 1, out.n, 1, { n = out.n })
+  local count = 0
+  for j = 1, out.n do
+    local o = out[j]
+    if is_tensor(o) and o.requires_grad then
+      count = count + 1
+      new[j] = o:view_as(o)
+      new[j]:register_hook(function(g)
+        rec.grad_output[j] = g
+        rec.got = rec.got + 1
+        if #rec.idx == 0 and rec.got == count then
+          local gin = bw_call(rec, { n = rec.n_in })
+          rec.grad_output, rec.got = { n = rec.n_out }, 0
+          for i = 1, rec.n_in do
+            if gin and gin[i] ~= nil then
+              error(("full backward hook of (%s): Backward hook for Modules where no input requires gradient " ..
+                "should always return None or None for all gradients."):format(typename(rec.module)), 0)
+            end
+          end
+        end
+      end)
+    end
+  end
+  return new
+end
+
+-- register_full_backward_hook(hook) -> handle: hook(module, grad_input, grad_output) in
+-- backward; a returned table replaces grad_input.
+function Module:register_full_backward_hook(hook)
+  return add_hook(self, "bwd", hook, "register_full_backward_hook")
 end
 function Module:register_backward_hook()
-  error("register_backward_hook: not supported (graft tensors have no gradient hooks); " ..
-    "a forward hook can call output:retain_grad() and read output.grad after backward()", 2)
+  error("register_backward_hook: not supported (deprecated in PyTorch, its results depend on the module's " ..
+    "last operation); use register_full_backward_hook", 2)
 end
 
 ---------------------------------------------------------------------------------------
@@ -1039,7 +1204,7 @@ function Module:clone()
     memo[m] = c
     -- hooks come along, as copy.deepcopy copies _forward_hooks (the same functions)
     local hk = rawget(m, "_hooks")
-    if hk then rawset(c, "_hooks", { pre = hk.pre, fwd = hk.fwd }) end
+    if hk then rawset(c, "_hooks", { pre = hk.pre, fwd = hk.fwd, bwd = hk.bwd }) end
     for _, k in ipairs(m._parameters.keys) do
       local v = m._parameters.vals[k]
       reg_set(c._parameters, k, v and copy_value(v) or false)
