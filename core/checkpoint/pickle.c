@@ -46,6 +46,7 @@ struct graft_pickle {
      * recognised from its module state before saying so) */
     const char *first_unknown;
     const char *model_class;
+    const char *root_module;   /* the class of the last module BUILT: the outermost one */
     bool fatal;                  /* an error that the deferred refusal must not replace */
 };
 
@@ -914,7 +915,11 @@ static graft_status op_build(graft_pickle *pk) {
         return GRAFT_OK;
     case GRAFT_PV_PLACEHOLDER:
         obj->u.ph->state = state;
-        if (state_is_module(state) && !pk->model_class) pk->model_class = obj->u.ph->cls;
+        if (state_is_module(state)) {
+            /* children are built inside their parent's state, so the last is the root */
+            pk->root_module = obj->u.ph->cls;
+            if (!pk->model_class) pk->model_class = obj->u.ph->cls;
+        }
         return GRAFT_OK;
     default:
         return pk_fail(pk, "BUILD of a %s", pv_desc(obj));
@@ -1218,7 +1223,7 @@ graft_status graft_pickle_run(graft_pickle *pk, const unsigned char *data, size_
                                "refusing to load \"%s\": it is a whole model saved with torch.save(model) (class %s), "
                                "not a state dict. In PyTorch, save model.state_dict() instead; or load it with "
                                "{allow_unknown = true} and take its weights with graft.state.extract(obj)",
-                               pk->name, pk->model_class);
+                               pk->name, pk->root_module ? pk->root_module : pk->model_class);
         return graft_error(GRAFT_EFORMAT,
                            "refusing to load \"%s\": it calls %s, which is not a tensor or container (load with "
                            "{allow_unknown = true} to get an inert placeholder for it)",

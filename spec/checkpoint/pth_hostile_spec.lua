@@ -305,6 +305,13 @@ describe("graft._pth_load on hostile files", function()
     local model = "\x80\x02" .. P.global("__main__", "Net") .. ")\x81" .. "}" .. P.str("_modules") ..
       P.global("collections", "OrderedDict") .. ")R" .. "sb."
     refuses(ckpt(model), { "whole model saved with torch.save(model) (class __main__.Net)", "model.state_dict()" })
+    -- a model whose own class is not torch.nn's but whose children are: the outermost
+    -- module is named, not the first torch.nn class met
+    local od = P.global("collections", "OrderedDict") .. ")R"
+    local nested = "\x80\x02" .. P.global("torchvision.models.resnet", "ResNet") .. ")\x81" .. "}" .. P.str("_modules") ..
+      od .. P.str("fc") .. P.global("torch.nn.modules.linear", "Linear") .. ")\x81" .. "}" .. P.str("_modules") ..
+      od .. "sb" .. "s" .. "sb."
+    refuses(ckpt(nested), "whole model saved with torch.save(model) (class torchvision.models.resnet.ResNet)")
     local m = load(ckpt(model), { allow_unknown = true })
     assert.are.equal("__main__.Net", m.__class)
     assert.are.same({}, m.__state._modules:keys())
