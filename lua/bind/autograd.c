@@ -238,8 +238,19 @@ static int p_set_requires_grad(lua_State *L) {
     return 0;
 }
 
+/* PyTorch warns when .grad of a non-leaf is read (backward does not keep it); so does
+ * graft, once per process, on stderr. */
+static void ag_warn_nonleaf_grad(void) {
+    static _Atomic int warned;
+    if (warned++) return;
+    fputs("graft: warning: the .grad of a tensor that is not a leaf is not kept by backward (it reads nil); "
+          "call t:retain_grad() before backward to keep it, or read .grad of the leaf you meant\n", stderr);
+}
+
 static int p_grad(lua_State *L) {
-    graft_tensor *g = graft_grad(lg_check(L, 1));
+    graft_tensor *t = lg_check(L, 1);
+    graft_tensor *g = graft_grad(t);
+    if (!g && t->autograd && !graft_is_leaf(t) && !graft_retains_grad(t)) ag_warn_nonleaf_grad();
     if (!g) return lua_pushnil(L), 1;
     graft_tensor_retain(g);
     lg_push(L, g);

@@ -431,3 +431,18 @@ describe("memory", function()
     assert.are.equal(live, graft._autograd_counters().nodes_live)
   end)
 end)
+
+describe("reading .grad of a non-leaf", function()
+  it("reads nil and warns once per process on stderr, as PyTorch warns", function()
+    local bin = os.getenv("GRAFT_BIN") or "build/graft"
+    local script = "local x = graft.randn(3, {requires_grad = true}); local y = x * 2; y:sum():backward(); "
+      .. "print(y.grad, y.grad, x.grad ~= nil); local z = x * 3; z:retain_grad(); z:sum():backward(); "
+      .. "print(z.grad ~= nil)"
+    local p = assert(io.popen(("%s -e '%s' 2>&1"):format(bin, script)))
+    local out = p:read("a")
+    p:close()
+    local _, warnings = out:gsub("the .grad of a tensor that is not a leaf is not kept by backward", "")
+    assert.are.equal(1, warnings, out)
+    assert.truthy(out:find("nil\tnil\ttrue\ntrue\n", 1, true), out)
+  end)
+end)
