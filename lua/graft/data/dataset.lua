@@ -1,27 +1,28 @@
 -- graft.data's dataset protocol and the generic datasets: Dataset (the base class),
 -- TensorDataset, Subset, and Generator (a private random stream).
 --
--- A dataset has a length and items: `#ds`, `ds:get(i)` -> x, y (1-based position, negative
--- from the end), `ds[i]` -> {x, y}. `ds:get_batch(idx)` (idx: int64 tensor of 0-based
--- positions, as PyTorch) -> X, Y stacked along a new first dim: datasets backed by one big
--- tensor override `_batch` and answer with one index_select per tensor, never per-item Lua
--- work; the others are stacked item by item. Labels stored in tensors are 0-based class
--- indices, as PyTorch.
+-- A dataset has a length and items: `#ds`, `ds:get(i)` -> x, y, ... (1-based position,
+-- negative from the end), `ds[i]` -> {x, y, ...}. `ds:get_batch(idx)` (idx: int64 tensor
+-- of 0-based positions, as PyTorch) -> X, Y, ... stacked along a new first dim: datasets
+-- backed by one big tensor override `_batch` and answer with one index_select per tensor,
+-- never per-item Lua work; the others are collated item by item (M.collate). Labels
+-- stored in tensors are 0-based class indices, as PyTorch.
 local graft = require("graft")
 
 local M = {}
 
 -- ---- classes ----
 
--- A class whose instances index by position (`ds[i]` -> {x, y}) and by name (methods).
+-- A class whose instances index by position (`ds[i]` -> {x, y, ...}) and by name (methods).
 local function class(name, parent)
   local cls = {}
   cls.__name = "graft.data." .. name
   cls._class_name = name
+  -- ds[i] checks the position here so a bad one is reported at the caller's line, not
+  -- inside this metamethod.
   cls.__index = function(self, k)
     if type(k) == "number" then
-      local x, y = self:get(k)
-      return { x, y }
+      return { self:_item(M.position(self, k, 3)) }
     end
     return cls[k]
   end
@@ -92,16 +93,45 @@ function M.apply_batch(transform, X)
   return graft.stack(items, 1)
 end
 
--- Stacks per-item values: tensors with graft.stack, Lua integers into int64, other numbers
--- into float32, nil stays nil.
+-- Stacks per-item values (default_collate's rules): tensors with graft.stack, Lua integers
+-- into int64, other numbers into float32 (graft's default dtype, where PyTorch makes
+-- float64), booleans into bool, strings into a Lua list; Lua tables recurse: a list
+-- collates position by position into a list, other tables key by key. nil stays nil.
 function M.collate(values, n)
   local first = values[1]
   if first == nil then return nil end
-  if graft.is_tensor(first) then return graft.stack(values, 1) end
+  for i = 2, n do
+    local v = values[i]
+    if type(v) ~= type(first) or graft.is_tensor(v) ~= graft.is_tensor(first) then
+      error(("collate: item 1 holds a %s but item %d a %s"):format(graft.is_tensor(first) and "tensor" or type(first),
+        i, graft.is_tensor(v) and "tensor" or type(v)), 3)
+    end
+  end
+  if graft.is_tensor(first) then
+    local s1 = table.concat(first:shape(), ", ")
+    for i = 2, n do
+      local si = table.concat(values[i]:shape(), ", ")
+      if si ~= s1 then
+        error(("collate: the items of a batch differ in shape ([%s] and [%s])"):format(s1, si), 3)
+      end
+    end
+    return graft.stack(values, 1)
+  end
   if type(first) == "number" then
     local all_int = true
     for i = 1, n do all_int = all_int and math.type(values[i]) == "integer" end
     return graft.tensor(values, { dtype = all_int and "int64" or "float32" })
+  end
+  if type(first) == "boolean" then return graft.tensor(values, { dtype = "bool" }) end
+  if type(first) == "string" then return { table.unpack(values, 1, n) } end
+  if type(first) == "table" and getmetatable(first) == nil then
+    local out = {}
+    for k in pairs(first) do
+      local column = {}
+      for i = 1, n do column[i] = values[i][k] end
+      out[k] = M.collate(column, n)
+    end
+    return out
   end
   error(("collate: cannot batch items of type %s"):format(type(first)), 3)
 end
@@ -149,25 +179,41 @@ M.Dataset = Dataset
 function Dataset:len() error(self._class_name .. ": len is not implemented", 2) end
 function Dataset:_item() error(self._class_name .. ": _item is not implemented", 2) end
 
-function Dataset:get(i)
-  local n = self:len()
+-- The checked 1-based position of i (negative from the end) in ds; a bad one raises at
+-- `level` (counted from position's caller, as error's level).
+function M.position(ds, i, level)
+  local n = ds:len()
   if math.type(i) ~= "integer" then
-    error(("%s: position must be an integer, got %s"):format(self._class_name, tostring(i)), 2)
+    error(("%s: position must be an integer, got %s"):format(ds._class_name, tostring(i)), level)
   end
   if i == 0 or i > n or i < -n then
     error(("%s: position %d is out of range for a dataset of %d items (positions are 1-based)")
-      :format(self._class_name, i, n), 2)
+      :format(ds._class_name, i, n), level)
   end
-  return self:_item(i > 0 and i or n + 1 + i)
+  return i > 0 and i or n + 1 + i
 end
 
--- X, Y for the 0-based positions in idx (int64 1-D tensor).
+function Dataset:get(i)
+  return self:_item(M.position(self, i, 3))
+end
+
+-- X, Y, ... for the 0-based positions in idx (int64 1-D tensor): every value an item
+-- returns, collated field by field.
 function Dataset:get_batch(idx)
   if self._batch then return self:_batch(idx) end
-  local xs, ys = {}, {}
   local list = idx:tolist()
-  for k, p in ipairs(list) do xs[k], ys[k] = self:_item(p + 1) end
-  return M.collate(xs, #list), M.collate(ys, #list)
+  local fields, width = {}, 0
+  for k, p in ipairs(list) do
+    local item = table.pack(self:_item(p + 1))
+    if item.n > width then
+      for f = width + 1, item.n do fields[f] = {} end
+      width = item.n
+    end
+    for f = 1, item.n do fields[f][k] = item[f] end
+  end
+  local out = {}
+  for f = 1, width do out[f] = M.collate(fields[f], #list) end
+  return table.unpack(out, 1, width)
 end
 
 -- int64 [N]: every item's label (0-based class index). Tensor-backed datasets hold them;
@@ -317,6 +363,183 @@ end
 
 function Subset:_describe()
   return ("Subset(%d of %s)"):format(self:len(), tostring(self.dataset))
+end
+
+-- ---- random_split ----
+
+-- random_split(ds, lengths [, {seed = n | generator = g}]) -> a list of Subsets that
+-- partition ds at random (torch.utils.data.random_split). lengths are counts summing to
+-- #ds, or fractions summing to 1: each split gets floor(#ds * fraction) items, then the
+-- remainder one at a time round-robin from the first split (PyTorch's rule, which also
+-- reads counts summing to exactly 1 as fractions). The order is graft.randperm(#ds) on
+-- the seed's own generator, or on graft's global one.
+function M.random_split(ds, lengths, opts)
+  if type(ds) ~= "table" or not ds.get then error("random_split: expected a dataset", 2) end
+  if type(lengths) ~= "table" or #lengths == 0 then error("random_split: lengths must be a non-empty list", 2) end
+  opts = opts or {}
+  if type(opts) ~= "table" then error("random_split: expected an options table", 2) end
+  for k in pairs(opts) do
+    if k ~= "seed" and k ~= "generator" then
+      error(("random_split: unknown option '%s' (options: seed, generator)"):format(tostring(k)), 2)
+    end
+  end
+  local gen = opts.generator
+  if opts.seed ~= nil then
+    if math.type(opts.seed) ~= "integer" then error("random_split: seed must be an integer", 2) end
+    gen = M.Generator(opts.seed)
+  end
+  local n = #ds
+  local sum = 0
+  for i, l in ipairs(lengths) do
+    if type(l) ~= "number" or l ~= l or l < 0 then
+      error(("random_split: length %d is %s, not a non-negative number"):format(i, tostring(l)), 2)
+    end
+    sum = sum + l
+  end
+  local counts = {}
+  if math.abs(sum - 1) <= 1e-9 and sum <= 1 then -- math.isclose(sum, 1) and sum <= 1
+    local given = 0
+    for i, frac in ipairs(lengths) do
+      if frac > 1 then error(("random_split: fraction at index %d is not between 0 and 1"):format(i), 2) end
+      counts[i] = math.floor(n * frac)
+      given = given + counts[i]
+    end
+    for r = 0, n - given - 1 do
+      local k = r % #counts + 1
+      counts[k] = counts[k] + 1
+    end
+  else
+    if sum ~= n then
+      error(("random_split: Sum of input lengths does not equal the length of the input dataset! (%s, not %d)")
+        :format(tostring(sum), n), 2)
+    end
+    for i, l in ipairs(lengths) do
+      counts[i] = math.tointeger(l)
+      if not counts[i] then
+        error(("random_split: length %d is %s: give whole counts, or fractions summing to 1"):format(i, tostring(l)), 2)
+      end
+    end
+  end
+  local perm = M.with_generator(gen, graft.randperm, n)
+  local out, offset = {}, 0
+  for i, c in ipairs(counts) do
+    out[i] = M.Subset(ds, perm:narrow(1, offset + 1, c):clone())
+    offset = offset + c
+  end
+  return out
+end
+
+-- ---- WeightedRandomSampler ----
+
+local WeightedRandomSampler = {}
+WeightedRandomSampler.__name = "graft.data.WeightedRandomSampler"
+WeightedRandomSampler.__index = WeightedRandomSampler
+
+-- WeightedRandomSampler(weights, num_samples [, {replacement = true, seed = n}]) -> a
+-- sampler for DataLoader's `sampler` option (torch.utils.data.WeightedRandomSampler):
+-- called once per epoch, it draws num_samples 0-based indices i with probability
+-- weights[i + 1] / sum(weights) (weights a Lua list or a 1-D tensor, not normalised):
+-- with replacement by inverse CDF over graft.rand, without by weighted keys
+-- log(u) / w (Efraimidis-Spirakis: the same law as drawing one at a time and removing
+-- it). With a seed it draws on its own generator; otherwise on the loader's (seed) or
+-- graft's global one. #sampler is num_samples.
+function M.WeightedRandomSampler(weights, num_samples, opts)
+  local op = "WeightedRandomSampler"
+  opts = opts or {}
+  if type(opts) ~= "table" then error(op .. ": expected an options table", 2) end
+  for k in pairs(opts) do
+    if k ~= "replacement" and k ~= "seed" and k ~= "generator" then
+      error(("%s: unknown option '%s' (options: replacement, seed, generator)"):format(op, tostring(k)), 2)
+    end
+  end
+  if math.type(num_samples) ~= "integer" or num_samples <= 0 then
+    error(("%s: num_samples should be a positive integer value, but got num_samples=%s"):format(op,
+      tostring(num_samples)), 2)
+  end
+  local replacement = opts.replacement
+  if replacement == nil then replacement = true end
+  if type(replacement) ~= "boolean" then
+    error(("%s: replacement should be a boolean value, but got replacement=%s"):format(op, tostring(replacement)), 2)
+  end
+  local w
+  if graft.is_tensor(weights) then
+    if weights:dim() ~= 1 then
+      error(("%s: weights should be a 1d sequence but given weights have shape [%s]"):format(op,
+        table.concat(weights:shape(), ", ")), 2)
+    end
+    w = weights:double():tolist()
+  elseif type(weights) == "table" then
+    w = {}
+    for i, v in ipairs(weights) do
+      if type(v) ~= "number" then error(("%s: weight %d is %s, not a number"):format(op, i, tostring(v)), 2) end
+      w[i] = v + 0.0
+    end
+  else
+    error(op .. ": weights must be a list of numbers or a 1-D tensor", 2)
+  end
+  local total, positive = 0.0, 0
+  for _, v in ipairs(w) do
+    if v ~= v or v < 0 or v == math.huge then
+      error(op .. ": invalid multinomial distribution (encountering probability entry < 0, inf or nan)", 2)
+    end
+    total = total + v
+    if v > 0 then positive = positive + 1 end
+  end
+  if total <= 0 then error(op .. ": invalid multinomial distribution (sum of probabilities <= 0)", 2) end
+  if not replacement and num_samples > positive then
+    error(("%s: cannot draw %d samples without replacement from %d nonzero weights"):format(op, num_samples,
+      positive), 2)
+  end
+  local cdf, acc = {}, 0.0
+  for i, v in ipairs(w) do
+    acc = acc + v
+    cdf[i] = acc
+  end
+  local gen = opts.generator
+  if opts.seed ~= nil then
+    if math.type(opts.seed) ~= "integer" then error(op .. ": seed must be an integer", 2) end
+    gen = M.Generator(opts.seed)
+  end
+  return setmetatable({ weights = w, cdf = cdf, total = total, num_samples = num_samples,
+    replacement = replacement, generator = gen }, WeightedRandomSampler)
+end
+
+function WeightedRandomSampler:__len() return self.num_samples end
+
+-- The next draw: int64 [num_samples] of 0-based indices.
+function WeightedRandomSampler:__call()
+  local w, n = self.weights, #self.weights
+  local out = {}
+  if self.replacement then
+    local u = M.with_generator(self.generator, graft.rand, self.num_samples, { dtype = "float64" }):tolist()
+    local cdf = self.cdf
+    for k, uk in ipairs(u) do
+      -- the first i with cdf[i] > u * total (never a zero-weight entry)
+      local target = uk * self.total
+      local lo, hi = 1, n
+      while lo < hi do
+        local mid = (lo + hi) // 2
+        if cdf[mid] > target then hi = mid else lo = mid + 1 end
+      end
+      while w[lo] == 0 and lo > 1 do lo = lo - 1 end -- u * total rounding onto a flat end
+      out[k] = lo - 1
+    end
+  else
+    local u = M.with_generator(self.generator, graft.rand, n, { dtype = "float64" }):tolist()
+    local keys, order = {}, {}
+    for i = 1, n do
+      keys[i] = w[i] > 0 and math.log(u[i]) / w[i] or -math.huge
+      order[i] = i
+    end
+    table.sort(order, function(a, b) return keys[a] > keys[b] end)
+    for k = 1, self.num_samples do out[k] = order[k] - 1 end
+  end
+  return graft.tensor(out, { dtype = "int64" })
+end
+
+function WeightedRandomSampler:__tostring()
+  return ("WeightedRandomSampler(%d weights, num_samples=%d, replacement=%s)"):format(#self.weights,
+    self.num_samples, tostring(self.replacement))
 end
 
 return M

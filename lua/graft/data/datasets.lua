@@ -179,23 +179,30 @@ function ImageFolder:_item(i)
   return D.apply(self.transform, x), self.targets[i]:item()
 end
 
--- Decodes the batch's images, stacks them (they must share a size, or a transform item
--- by item must make them), then applies a batch transform once.
+local function size_of(x) return table.concat(x:shape(), "x") end
+
+-- Decodes the batch's images. When they share a size and the transform has apply_batch:
+-- stacks them, then applies it once to the batch. Otherwise: applies the transform to each
+-- image alone (a Resize or CenterCrop evens mixed sizes out), then stacks.
 function ImageFolder:_batch(idx)
   local list = idx:tolist()
   local xs = {}
-  local per_item = not D.can_batch(self.transform)
+  local same = true
   for k, p in ipairs(list) do
-    local x = C.read_image(self.samples[p + 1], self.channels):permute(3, 1, 2):float():div_(255)
-    xs[k] = per_item and self.transform(x) or x
+    xs[k] = C.read_image(self.samples[p + 1], self.channels):permute(3, 1, 2):float():div_(255) -- (C, H, W)
+    same = same and size_of(xs[k]) == size_of(xs[1])
   end
-  local ok, X = pcall(graft.stack, xs, 1)
-  if not ok then
-    error(("ImageFolder: the images of a batch differ in size (%s): add a Resize transform (%s)")
-      :format(table.concat(xs[1]:shape(), "x"), tostring(X)), 0)
+  local Y = self.targets:index_select(1, idx)
+  if same and D.can_batch(self.transform) then return D.apply_batch(self.transform, graft.stack(xs, 1)), Y end
+  for k = 1, #xs do xs[k] = D.apply(self.transform, xs[k]) end
+  for k = 2, #xs do
+    if not graft.is_tensor(xs[k]) or size_of(xs[k]) ~= size_of(xs[1]) then
+      error(("ImageFolder: %sthe images of a batch differ in size (%s and %s): add a Resize or CenterCrop%s")
+        :format(self.transform and "after the transform, " or "", size_of(xs[1]), size_of(xs[k]),
+          self.transform and "" or " transform"), 0)
+    end
   end
-  if not per_item then X = D.apply_batch(self.transform, X) end
-  return X, self.targets:index_select(1, idx)
+  return graft.stack(xs, 1), Y
 end
 
 function ImageFolder:get_targets() return self.targets end
@@ -209,15 +216,33 @@ end
 local CSVDataset = D.class("CSV", D.Dataset)
 
 -- CSV(path [, {header = "auto", delimiter = ",", label_column = k, dtype = "float32",
--- label_dtype = "int64", transform = fn}]): rows of numbers. label_column (1-based,
--- negative from the end) holds the labels (integers for int64 labels); the other columns
--- are the features. Without label_column the items are features only.
+-- label_dtype = "int64", transform = fn}]): rows of numbers. label_column (a 1-based
+-- position, negative from the end, or a header name) holds the labels (integers for int64
+-- labels); the other columns are the features. Without label_column the items are
+-- features only.
 function M.CSV(path, opts)
   opts = opts or {}
   local values, names = C.read_csv(path, { header = opts.header, delimiter = opts.delimiter, dtype = "float64" })
   local ncols = values:size(2)
   local features, targets, label_name = values, nil, nil
   local lc = opts.label_column
+  if type(lc) == "string" then
+    if not names then
+      error(("CSV: label_column \"%s\" is a column name, but \"%s\" has no header row (give a 1-based position)")
+        :format(lc, path), 2)
+    end
+    local found
+    for j, name in ipairs(names) do
+      if name == lc then
+        if found then error(("CSV: label_column \"%s\" names columns %d and %d"):format(lc, found, j), 2) end
+        found = j
+      end
+    end
+    if not found then
+      error(("CSV: no column named \"%s\" (columns: %s)"):format(lc, table.concat(names, ", ")), 2)
+    end
+    lc = found
+  end
   if lc ~= nil then
     if math.type(lc) ~= "integer" or lc == 0 or lc > ncols or lc < -ncols then
       error(("CSV: label_column %s is out of range for %d columns (1-based)"):format(tostring(lc), ncols), 2)

@@ -70,6 +70,24 @@ data.Dataset = D.Dataset
 data.Generator = D.Generator
 data.TensorDataset = D.TensorDataset
 data.Subset = D.Subset
+data.random_split = D.random_split
+data.WeightedRandomSampler = D.WeightedRandomSampler
+-- default_collate(samples) -> the batch, field by field: what DataLoader does without a
+-- collate_fn, for a collate_fn to build on (samples: a list of {x, y, ...}).
+function data.default_collate(samples)
+  if type(samples) ~= "table" or #samples == 0 then
+    error("default_collate: expected a non-empty list of samples", 2)
+  end
+  local width = 0
+  for _, s in ipairs(samples) do width = math.max(width, s.n or #s) end
+  local out = {}
+  for f = 1, width do
+    local column = {}
+    for k, s in ipairs(samples) do column[k] = s[f] end
+    out[f] = D.collate(column, #samples)
+  end
+  return table.unpack(out, 1, width)
+end
 data.MNIST = datasets.MNIST
 data.FashionMNIST = datasets.FashionMNIST
 data.ImageFolder = datasets.ImageFolder
@@ -79,6 +97,9 @@ data.transforms = require("graft.data.transforms")
 
 -- dataset(spec): a dataset from Lua functions, for quick custom data:
 --   data.dataset({len = function() return n end, get = function(i) return x, y end})
+-- get(i) gets a valid 1-based position and returns the item's values (any number of
+-- them); the loader collates each value across a batch (default_collate) unless it has a
+-- collate_fn.
 local Custom = D.class("Dataset", D.Dataset)
 function data.dataset(spec)
   if type(spec) ~= "table" or type(spec.len) ~= "function" or type(spec.get) ~= "function" then
