@@ -6,12 +6,7 @@ local H = require("spec.helpers")
 local data = require("graft.data")
 
 local TMP = os.tmpname()
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-  return path
-end
+local write = H.write
 
 -- x [10, 3] whose row i holds i (0-based) everywhere; y [10] = i % 3
 local function toy(n)

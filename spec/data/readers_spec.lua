@@ -9,12 +9,7 @@ local FIX = H.fixture("data")
 local DIR = "spec/fixtures/data/"
 local TMP = os.tmpname()
 
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  f:write(s)
-  f:close()
-  return path
-end
+local write = H.write
 
 local function read(path)
   local f = assert(io.open(path, "rb"))

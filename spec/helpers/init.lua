@@ -102,6 +102,14 @@ end
 
 -- assert.gradcheck(fn, inputs [, opts]): analytic gradients match finite differences
 -- (spec/helpers/gradcheck.lua).
+-- Writes s to path (binary) and returns path.
+function H.write(path, s)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+  return path
+end
+
 -- A case's arguments as a short, stable string for test titles: {1, dim=2, {3, 4}}.
 function H.show(v)
   if type(v) ~= "table" then return tostring(v) end
