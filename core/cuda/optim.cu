@@ -500,15 +500,22 @@ template <bool BF> static graft_status sgd16_as(const graft_cuda_optim_lists *l,
     return optk_run<uint16_t, float>("sgd", l, op);
 }
 
+/* The launcher for the lists' dtype: NAME_as<T> for float32/float64, NAME16_as<BF> for
+ * bfloat16 (true) and float16 (false); an empty list launches nothing. */
+#define OPTK_BY_DTYPE(NAME, ...)                                     \
+    do {                                                             \
+        if (l->n == 0) return GRAFT_OK;                              \
+        GK_ON_DEVICE(l->op[0][0]);                                   \
+        switch (l->op[0][0]->dtype) {                                \
+        case GRAFT_F32: return NAME##_as<float>(__VA_ARGS__);        \
+        case GRAFT_F64: return NAME##_as<double>(__VA_ARGS__);       \
+        case GRAFT_BF16: return NAME##16_as<true>(__VA_ARGS__);      \
+        default: return NAME##16_as<false>(__VA_ARGS__);             \
+        }                                                            \
+    } while (0)
+
 extern "C" graft_status graft_cuda_optim_sgd(const graft_cuda_optim_lists *l, const graft_optim_sgd_args *a) {
-    if (l->n == 0) return GRAFT_OK;
-    GK_ON_DEVICE(l->op[0][0]);
-    switch (l->op[0][0]->dtype) {
-    case GRAFT_F32: return sgd_as<float>(l, a);
-    case GRAFT_F64: return sgd_as<double>(l, a);
-    case GRAFT_BF16: return sgd16_as<true>(l, a);
-    default: return sgd16_as<false>(l, a);
-    }
+    OPTK_BY_DTYPE(sgd, l, a);
 }
 
 template <typename T>
@@ -559,14 +566,7 @@ static graft_status adam16_as(const graft_cuda_optim_lists *l, const graft_optim
 
 extern "C" graft_status graft_cuda_optim_adam(const graft_cuda_optim_lists *l, const graft_optim_adam_args *a,
                                              bool lerp_small) {
-    if (l->n == 0) return GRAFT_OK;
-    GK_ON_DEVICE(l->op[0][0]);
-    switch (l->op[0][0]->dtype) {
-    case GRAFT_F32: return adam_as<float>(l, a, lerp_small);
-    case GRAFT_F64: return adam_as<double>(l, a, lerp_small);
-    case GRAFT_BF16: return adam16_as<true>(l, a, lerp_small);
-    default: return adam16_as<false>(l, a, lerp_small);
-    }
+    OPTK_BY_DTYPE(adam, l, a, lerp_small);
 }
 
 template <typename T>
@@ -613,14 +613,7 @@ static graft_status rmsprop16_as(const graft_cuda_optim_lists *l, const graft_op
 
 extern "C" graft_status graft_cuda_optim_rmsprop(const graft_cuda_optim_lists *l, const graft_optim_rmsprop_args *a,
                                                 bool lerp_small) {
-    if (l->n == 0) return GRAFT_OK;
-    GK_ON_DEVICE(l->op[0][0]);
-    switch (l->op[0][0]->dtype) {
-    case GRAFT_F32: return rmsprop_as<float>(l, a, lerp_small);
-    case GRAFT_F64: return rmsprop_as<double>(l, a, lerp_small);
-    case GRAFT_BF16: return rmsprop16_as<true>(l, a, lerp_small);
-    default: return rmsprop16_as<false>(l, a, lerp_small);
-    }
+    OPTK_BY_DTYPE(rmsprop, l, a, lerp_small);
 }
 
 template <typename T>
@@ -644,12 +637,5 @@ static graft_status adagrad16_as(const graft_cuda_optim_lists *l, const graft_op
 }
 
 extern "C" graft_status graft_cuda_optim_adagrad(const graft_cuda_optim_lists *l, const graft_optim_adagrad_args *a) {
-    if (l->n == 0) return GRAFT_OK;
-    GK_ON_DEVICE(l->op[0][0]);
-    switch (l->op[0][0]->dtype) {
-    case GRAFT_F32: return adagrad_as<float>(l, a);
-    case GRAFT_F64: return adagrad_as<double>(l, a);
-    case GRAFT_BF16: return adagrad16_as<true>(l, a);
-    default: return adagrad16_as<false>(l, a);
-    }
+    OPTK_BY_DTYPE(adagrad, l, a);
 }
